@@ -1,0 +1,103 @@
+"""Atomic file output: write to a temporary name in the same folder, then ``os.replace``.
+
+A failed or interrupted step therefore leaves the previous good file or none, never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()  # what a plain open() would create; mkstemp alone gives 0600
+
+
+def temp_path(target: Path) -> Path:
+    """A fresh, unused name beside ``target`` (same folder, so ``os.replace`` is atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    os.chmod(name, _FILE_MODE)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``target``, on any error it is removed."""
+    tmp = temp_path(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(target: Path, mode: str = "wb", **kwargs: object) -> Iterator[IO]:
+    """Open a temporary file for writing that becomes ``target`` only when the block succeeds."""
+    with atomic_path(target) as tmp, open(tmp, mode, **kwargs) as handle:  # type: ignore[call-overload]
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_text(target: Path, text: str, *, encoding: str = "utf-8", newline: str | None = None) -> None:
+    with atomic_open(target, "w", encoding=encoding, newline=newline) as handle:
+        handle.write(text)
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    with atomic_open(target, "wb") as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Build a folder under a temporary name; it replaces ``target`` only when the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (memory does not grow with file size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove(path: Path) -> None:
+    """Remove a file or folder if present."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
