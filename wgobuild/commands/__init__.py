@@ -1,0 +1,1 @@
+"""One module per ``wgobuild`` command (init, doctor); ``cli.py`` only parses and dispatches."""

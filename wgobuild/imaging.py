@@ -1,0 +1,102 @@
+"""The image step: pick a backend per platform, build, record the result, then publish all platforms as one tag.
+
+Each platform's result is recorded in ``dist/images/<platform>.json``: the record is the doit target of that step,
+so an unchanged binary and settings never reach a daemon or a registry again. A platform that nothing here can build
+(a Windows target with no Windows engine and no reachable base image) is recorded as unavailable with one line that
+says what to do; the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wgobuild import files, proc
+from wgobuild.config import Config, Platform
+from wgobuild.image import ImageRequest, ImageResult, NoBackend, choose_backend, image_reference
+from wgobuild.report import human_size
+
+
+def record_path(cfg: Config, platform: Platform) -> Path:
+    return cfg.out_dir / "images" / f"{platform.key}.json"
+
+
+def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult:
+    """Build one platform's image with the first backend that can; record an unavailable platform plainly."""
+    record = record_path(cfg, platform)
+    files.remove(record)  # a failed build must not leave the previous record looking current
+    try:
+        backend = choose_backend(cfg, platform)
+    except NoBackend as exc:
+        proc.echo(f"skipped: {exc}", f"image-platform:{platform.key}")
+        result = ImageResult(backend="none", platform=str(platform), reference="", digest="", size=0,
+                             extra={"unavailable": str(exc)})
+        result.save(record)
+        return result
+    request = ImageRequest(
+        config=cfg,
+        platform=platform,
+        binaries={b.name: cfg.binary_path(b, platform) for b in cfg.binaries},
+        reference=image_reference(cfg, version, platform),
+        version=version,
+    )
+    result = backend.build(request)
+    result.save(record)
+    return result
+
+
+def still_present(record: Path) -> bool:
+    """doit ``uptodate`` check: the recorded image still exists where it was built (one cheap look, no build)."""
+    try:
+        result = ImageResult.load(record)
+    except (OSError, ValueError, TypeError):
+        return False
+    if result.backend == "engine":
+        from wgobuild import engine
+
+        return engine.image_present(result.digest)
+    if result.backend == "oci":
+        from wgobuild.oci import backend as oci_backend
+
+        return oci_backend.present(result)
+    return True
+
+
+def publish(cfg: Config, version: str) -> list[ImageResult]:
+    """Write the multi-platform outputs (OCI layout/index, docker-save tar), push when configured, report sizes."""
+    results = [ImageResult.load(record_path(cfg, p)) for p in cfg.platforms]
+    built = [r for r in results if r.backend != "none"]
+    oci_results = [r for r in built if r.backend == "oci"]
+    if oci_results:
+        from wgobuild.oci import backend as oci_backend
+
+        oci_backend.publish(cfg, oci_results, push=cfg.image.push, reference=image_reference(cfg, version))
+    if cfg.image.push:
+        from wgobuild import engine
+
+        for result in built:
+            if result.backend == "engine":
+                engine.push(result.reference)
+    summary = {"images": [r.to_json() for r in results]}
+    files.write_text(cfg.reports_dir / "images.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    proc.echo(size_table(results))
+    return results
+
+
+def size_table(results: list[ImageResult]) -> str:
+    """Image size per platform with the base image's share shown apart from the app's."""
+    rows = [("platform", "backend", "image", "size", "base", "app")]
+    for r in results:
+        if r.backend == "none":
+            rows.append((r.platform, "-", "not built: " + str(r.extra.get("unavailable", "")), "", "", ""))
+        else:
+            rows.append((r.platform, r.backend, r.reference, human_size(r.size), human_size(r.base_size),
+                         human_size(r.app_size)))
+    widths = [max(len(row[i]) for row in rows if row[3] or i < 3) for i in range(6)]
+    lines = []
+    for row in rows:
+        if row[1] == "-":
+            lines.append(f"{row[0].ljust(widths[0])}  {row[2]}")
+        else:
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
