@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fixtures_go import copy_hello, run_doit
+
 from wgobuild import config
 from wgobuild.config import Platform
 from wgobuild.errors import ConfigError

@@ -109,7 +109,7 @@ def test_signal_to_runner_stops_tree_and_exits_nonzero(tmp_path: Path, sig: sign
     out, _ = runner.communicate(timeout=30)
     assert runner.returncode == 130, out
     assert "interrupted" in out
-    gone, alive = psutil.wait_procs([psutil.Process(p) for p in tree if psutil.pid_exists(p)], timeout=10)
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in tree if psutil.pid_exists(p)], timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 

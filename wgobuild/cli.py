@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        if args and args[0] in _OWN_COMMANDS or args[:1] in (["-h"], ["--help"]):
+        if (args and args[0] in _OWN_COMMANDS) or args[:1] in (["-h"], ["--help"]):
             options = _parser().parse_args(args)
             if options.command == "init":
                 from wgobuild.commands import init

@@ -549,7 +549,8 @@ def from_dict(data: dict[str, Any], root: Path, path: Path) -> Config:
                               f"{binary.package!r}: no 'package main' Go file there (relative to {root})")
     for i, case in enumerate(lists["golden"]):
         if case.binary and case.binary not in names:
-            raise ConfigError(path, f"golden[{i}].binary", f"{case.binary!r} is not one of the binaries: {sorted(names)}")
+            raise ConfigError(path, f"golden[{i}].binary",
+                              f"{case.binary!r} is not one of the binaries: {sorted(names)}")
         for key in ("input", "expected"):
             if not (root / getattr(case, key)).is_file():
                 raise ConfigError(path, f"golden[{i}].{key}", f"{getattr(case, key)!r}: no such file")

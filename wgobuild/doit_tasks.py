@@ -28,7 +28,6 @@ from wgobuild.config import Config, Platform
 from wgobuild.errors import WgobuildError
 from wgobuild.report import RunReport, StepFigures
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
 RUN = RunReport()
 
 
@@ -180,9 +179,9 @@ class Project:
         from wgobuild import dockerfile
 
         cfg = self.cfg
-        templates = sorted(str(p) for p in (_PACKAGE_DIR / "templates").glob("*"))
         for platform in cfg.platforms:
             out = self.docker_dir(platform)
+            templates = [str(p) for p in dockerfile.template_paths(cfg, platform)]
             yield {
                 "name": platform.key,
                 "actions": [step(f"dockerfile:{platform.key}", dockerfile.write, cfg, platform, self.version, out)],
@@ -197,12 +196,11 @@ class Project:
         from wgobuild import powershell
 
         cfg = self.cfg
-        out = cfg.out_dir / "powershell"
-        templates = sorted(powershell.template_dir().glob("*.ps1"))
+        out = powershell.script_dir(cfg)
         return {
             "actions": [step("scripts", powershell.write_scripts, cfg, out)],
-            "file_dep": [str(t) for t in templates],
-            "targets": [str(out / t.name) for t in templates],
+            "file_dep": [str(powershell.template_path(name)) for name in powershell.SCRIPTS],
+            "targets": [str(out / f"{name}.ps1") for name in powershell.SCRIPTS],
             "uptodate": [config_changed({"harden": asdict(cfg.harden), "logs": asdict(cfg.logs),
                                          "service": asdict(cfg.service), "project": asdict(cfg.project)})],
             "clean": True,

@@ -200,7 +200,9 @@ def cached_dependencies(
 # Build
 
 
-def build_argv(package: str, output: Path, version: str, *, ldflags: list[str], tags: list[str], trimpath: bool) -> list:
+def build_argv(
+    package: str, output: Path, version: str, *, ldflags: list[str], tags: list[str], trimpath: bool
+) -> list[object]:
     """``go build`` argv: stripped (-s -w), version stamped into ``main.version``, reproducible (no VCS stamp)."""
     argv: list[object] = [find_go(), "build", "-buildvcs=false"]
     if trimpath:

@@ -55,11 +55,8 @@ def still_present(record: Path) -> bool:
         from wgobuild import engine
 
         return engine.image_present(result.digest)
-    if result.backend == "oci":
-        from wgobuild.oci import backend as oci_backend
-
-        return oci_backend.present(result)
-    return True
+    # Daemonless outputs are files: present when every one written is still there.
+    return all(Path(out).exists() for out in result.outputs if Path(out).is_absolute())
 
 
 def publish(cfg: Config, version: str) -> list[ImageResult]:
@@ -84,19 +81,11 @@ def publish(cfg: Config, version: str) -> list[ImageResult]:
 
 
 def size_table(results: list[ImageResult]) -> str:
-    """Image size per platform with the base image's share shown apart from the app's."""
+    """Image size per platform with the base image's share shown apart from the app's; unbuilt ones say why."""
     rows = [("platform", "backend", "image", "size", "base", "app")]
-    for r in results:
-        if r.backend == "none":
-            rows.append((r.platform, "-", "not built: " + str(r.extra.get("unavailable", "")), "", "", ""))
-        else:
-            rows.append((r.platform, r.backend, r.reference, human_size(r.size), human_size(r.base_size),
-                         human_size(r.app_size)))
-    widths = [max(len(row[i]) for row in rows if row[3] or i < 3) for i in range(6)]
-    lines = []
-    for row in rows:
-        if row[1] == "-":
-            lines.append(f"{row[0].ljust(widths[0])}  {row[2]}")
-        else:
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    rows += [(r.platform, r.backend, r.reference, human_size(r.size), human_size(r.base_size), human_size(r.app_size))
+             for r in results if r.backend != "none"]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [f"{r.platform}: not built: {r.extra.get('unavailable', '')}" for r in results if r.backend == "none"]
     return "\n".join(lines)

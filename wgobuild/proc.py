@@ -142,7 +142,9 @@ def install_signal_handlers() -> None:
                 signal.signal(sig, _on_signal)
 
 
-def _popen(argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | str | None, stdin: object) -> subprocess.Popen:
+def _popen(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | str | None, stdin: object
+) -> subprocess.Popen:
     kwargs: dict[str, object] = {}
     if os.name == "nt":
         # Own process group: the console's Ctrl-C reaches wgobuild, which then stops the tree in order.

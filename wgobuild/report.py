@@ -50,8 +50,8 @@ class RunReport:
         rows = [("step", "status", "wall", "cpu", "peak rss")]
         rows += [(s.step, s.status, f"{s.wall_s:.2f}s", f"{s.cpu_s:.2f}s", human_size(s.peak_rss)) for s in ran]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-                 for r in rows]
+        lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                           for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         if skipped:
             lines.append(f"({skipped} steps up to date)")

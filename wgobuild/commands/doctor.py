@@ -31,7 +31,7 @@ def check_docker() -> Check:
         info = client.info()
     except WgobuildError as exc:
         return "Docker engine", False, f"{exc} (Windows images can still be built daemonless: image.backend = 'oci')"
-    except Exception as exc:  # noqa: BLE001 - any SDK failure is reported the same way
+    except Exception as exc:
         return "Docker engine", False, f"{exc}"
     os_type = info.get("OSType", "?")
     note = "" if os_type == "windows" else "; Windows images are assembled daemonless (OCI backend)"

@@ -1,0 +1,71 @@
+"""The `wgobuild` command: init, doctor, and doit's commands without a dodo.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures_go import write_module
+
+
+def wgobuild(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wgobuild.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ})
+
+
+@pytest.mark.slow
+def test_init_then_build_works_right_away(tmp_path: Path) -> None:
+    root = write_module(tmp_path / "svc")
+    (root / "wgobuild.toml").unlink()
+    (root / "dodo.py").unlink()
+    result = wgobuild(root, "init")
+    assert result.returncode == 0, result.stderr
+    text = (root / "wgobuild.toml").read_text()
+    assert 'package = "./cmd/api"' in text and 'package = "./cmd/worker"' in text
+    assert '"windows/amd64", "linux/amd64"' in text
+    assert (root / "dodo.py").read_text().count("\n") == 2
+    refused = wgobuild(root, "init")
+    assert refused.returncode != 0 and "--force" in refused.stderr
+    assert wgobuild(root, "init", "--force").returncode == 0
+    built = subprocess.run([sys.executable, "-m", "doit", "compile"], cwd=root, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (root / "dist/windows-amd64/api.exe").exists() and (root / "dist/linux-amd64/worker").exists()
+
+
+def test_init_outside_a_module_is_refused(tmp_path: Path) -> None:
+    result = wgobuild(tmp_path, "init")
+    assert result.returncode == 1 and "no go.mod" in result.stderr
+    assert not (tmp_path / "wgobuild.toml").exists()
+
+
+@pytest.mark.slow
+def test_wgobuild_runs_doit_tasks_without_a_dodo(tmp_path: Path) -> None:
+    root = write_module(tmp_path / "svc")
+    (root / "dodo.py").unlink()
+    result = wgobuild(root, "compile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (root / "dist/linux-amd64/api").exists()
+    listed = wgobuild(root, "list")
+    assert "image-platform" in listed.stdout and "compile" in listed.stdout
+
+
+def test_bad_config_through_wgobuild_exits_2(tmp_path: Path) -> None:
+    root = write_module(tmp_path / "svc")
+    (root / "wgobuild.toml").write_text((root / "wgobuild.toml").read_text() + "\n[bogus]\n")
+    result = wgobuild(root, "image")
+    assert result.returncode == 2
+    assert "wgobuild.toml: bogus: unknown section" in result.stderr
+
+
+def test_doctor_reports_each_part(tmp_path: Path) -> None:
+    result = wgobuild(Path(__file__).parents[1] / "examples/hello", "doctor")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("ok") and "Go toolchain" in lines[0] and "go1." in lines[0]
+    assert any("Docker engine" in line for line in lines)
+    powershell = next(line for line in lines if "PowerShell" in line)
+    assert powershell.startswith("missing") and "dist/powershell" in powershell
+    assert any(("Registry" in line or "Base image" in line) for line in lines)

@@ -1,0 +1,169 @@
+"""End to end: `doit` as a Go developer runs it, on examples/hello and on generated modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from fixtures_go import run_doit
+
+pytestmark = pytest.mark.slow
+
+
+def compiled(run_output: set[str]) -> set[str]:
+    return {t for t in run_output if t.startswith("compile:")}
+
+
+def test_second_run_does_nothing_and_says_so(hello: Path) -> None:
+    first = run_doit(hello, "image")
+    assert first.returncode == 0, first.output
+    assert {"compile:hello-windows-amd64", "compile:hello-linux-amd64", "test", "golden:greetings",
+            "image-platform:linux-amd64", "image"} <= first.ran
+    assert (hello / "dist/windows-amd64/hello.exe").read_bytes()[:2] == b"MZ"
+    assert (hello / "dist/reports/junit.xml").exists()
+    run = json.loads((hello / "dist/reports/run.json").read_text())
+    compile_step = next(s for s in run["steps"] if s["step"] == "compile:hello-linux-amd64")
+    assert compile_step["status"] == "ran" and compile_step["cpu_s"] > 0 and compile_step["peak_rss"] > 0
+    second = run_doit(hello, "image")
+    assert second.returncode == 0, second.output
+    assert second.ran == set(), second.output
+    assert "nothing to do" in second.output
+    assert not (hello / ".doit.db").exists() and not list(hello.glob(".doit.db*"))
+    assert (hello / ".wgobuild/doit-state.sqlite3").exists()
+
+
+def test_only_what_depends_on_an_edit_runs_again(multi: Path) -> None:
+    assert run_doit(multi, "image").returncode == 0
+    # A package no binary imports: nothing compiles again.
+    unused = multi / "lib/unused/unused.go"
+    unused.write_text(unused.read_text().replace("42", "43"))
+    result = run_doit(multi, "image")
+    assert result.returncode == 0, result.output
+    assert compiled(result.ran) == set(), result.output
+    assert "test" in result.ran  # go test ./... covers it
+    # The embedded file of the api binary: only api compiles.
+    (multi / "lib/web/page.html").write_text("<p>changed</p>\n")
+    result = run_doit(multi, "image")
+    assert compiled(result.ran) == {"compile:api-linux-amd64"}, result.output
+    assert "image-platform:linux-amd64" in result.ran
+    # A comment-only edit in the worker's package: worker compiles to the same bytes, image steps are skipped.
+    jobs = multi / "lib/jobs/jobs.go"
+    jobs.write_text(jobs.read_text().replace("next job number", "number of the next job"))
+    result = run_doit(multi, "image")
+    assert compiled(result.ran) == {"compile:worker-linux-amd64"}, result.output
+    assert "image-platform:linux-amd64" in result.skipped and "image" in result.skipped, result.output
+    # A build setting changes: everything is rebuilt.
+    toml = multi / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
+    result = run_doit(multi, "image")
+    assert compiled(result.ran) == {"compile:api-linux-amd64", "compile:worker-linux-amd64"}, result.output
+    out = subprocess.run([multi / "dist/linux-amd64/worker"], capture_output=True, text=True).stdout
+    assert out.split()[0] == "1.0.1"
+
+
+def test_compile_error_fails_and_leaves_no_current_binary(hello: Path) -> None:
+    assert run_doit(hello, "compile").returncode == 0
+    (hello / "main.go").write_text((hello / "main.go").read_text().replace("flag.Parse()", "flag.Parse() + 1"))
+    result = run_doit(hello, "compile")
+    assert result.returncode != 0
+    assert "main.go" in result.output and "flag.Parse() (no value) used as value" in result.output
+    assert "Traceback" not in result.output
+    # doit stops at the first failed task (windows is built first): its old binary is gone, not left as current.
+    assert "taskid:compile:hello-windows-amd64" in result.output
+    assert not (hello / "dist/windows-amd64/hello.exe").exists()
+    assert not list((hello / "dist/windows-amd64").iterdir()), "no partial binary either"
+
+
+def test_failing_go_test_stops_before_the_image(hello: Path) -> None:
+    test_file = hello / "internal/greet/greet_test.go"
+    test_file.write_text(test_file.read_text().replace('"Hello, Ada!"', '"Hi, Ada!"'))
+    result = run_doit(hello, "image")
+    assert result.returncode != 0
+    assert "FAIL example.com/hello/internal/greet TestGreeting" in result.output
+    assert 'Greeting("Ada") = "Hello, Ada!", want "Hi, Ada!"' in result.output
+    assert "image" not in result.ran
+
+
+def test_golden_mismatch_shows_a_diff(hello: Path) -> None:
+    (hello / "testdata/expected.txt").write_text("Hello, Ada!\nHello, Grace!\nHello, nobody!\nHello, Linus!\n")
+    result = run_doit(hello, "golden")
+    assert result.returncode != 0
+    assert "-Hello, nobody!" in result.output and "+Hello, world!" in result.output
+
+
+def write_slow_module(root: Path, salt: int) -> Path:
+    """A module whose one package takes the compiler seconds (thousands of functions); ``salt`` defeats Go's cache."""
+    funcs = "".join(f"func F{i}(x int) int {{ if x > {i} {{ return x * {i + salt} }}; return F{i + 1}(x + 1) }}\n"
+                    for i in range(6000))
+    sources = {
+        "go.mod": "module example.com/slow\n\ngo 1.22\n",
+        "big/big.go": f"package big\n\n{funcs}func F6000(x int) int {{ return x }}\n",
+        "main.go": 'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/slow/big"\n)\n\n'
+        "func main() { fmt.Println(big.F0(1)) }\n",
+        "wgobuild.toml": '[project]\nname = "slow"\nversion = "1"\n\n[build]\nplatforms = ["linux/amd64"]\n\n'
+        '[[binaries]]\nname = "slow"\npackage = "."\n',
+        "dodo.py": 'from wgobuild.doit_tasks import load_tasks\nglobals().update(load_tasks("."))\n',
+    }
+    for name, text in sources.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_go_build_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    root = write_slow_module(tmp_path / "slow", salt=int(time.time() * 1000) % 100000 + int(sig))
+    runner = subprocess.Popen([sys.executable, "-m", "doit", "compile"], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    tree: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        tree = psutil.Process(runner.pid).children(recursive=True)
+        if any(p.name() == "compile" for p in tree if p.is_running()):
+            break
+        time.sleep(0.05)
+    assert any(p.name() == "compile" for p in tree), "the Go compiler never started"
+    os.kill(runner.pid, sig)
+    output, _ = runner.communicate(timeout=60)
+    assert runner.returncode != 0, output
+    assert "interrupted" in output and "Traceback" not in output
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == [], output
+    assert not (root / "dist/linux-amd64").exists() or not list((root / "dist/linux-amd64").iterdir())
+    resumed = run_doit(root, "compile")
+    assert resumed.returncode == 0, resumed.output
+    assert compiled(resumed.ran) == {"compile:slow-linux-amd64"}
+
+
+def test_two_runs_at_once_neither_crash_nor_corrupt(hello: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-m", "doit", "image"], cwd=hello, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    again = run_doit(hello, "image")
+    assert again.returncode == 0 and again.ran == set(), again.output
+
+
+def test_parallel_matrix_output_is_labelled(multi: Path) -> None:
+    toml = multi / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('platforms = ["linux/amd64"]',
+                                             'platforms = ["linux/amd64", "windows/amd64"]'))
+    result = run_doit(multi, "-n", "2", "-P", "thread", "compile")
+    assert result.returncode == 0, result.output
+    assert compiled(result.ran) == {f"compile:{b}-{p}" for b in ("api", "worker")
+                                    for p in ("linux-amd64", "windows-amd64")}
+    assert (multi / "dist/windows-amd64/api.exe").exists() and (multi / "dist/linux-amd64/worker").exists()
+
+
+def test_doit_clean_removes_outputs(hello: Path) -> None:
+    assert run_doit(hello, "compile").returncode == 0
+    result = run_doit(hello, "clean", "-a")
+    assert result.returncode == 0, result.output
+    assert not (hello / "dist/linux-amd64/hello").exists()

@@ -1,0 +1,139 @@
+"""The Go toolchain wrapper against the real Go toolchain."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+from fixtures_go import HELLO
+
+from wgobuild import gotool, proc
+from wgobuild.config import Platform
+from wgobuild.errors import StepFailed
+
+LINUX = Platform("linux", "amd64")
+WINDOWS = Platform("windows", "amd64")
+
+
+def test_find_go_prefers_the_real_binary() -> None:
+    go = gotool.find_go()
+    head = go.read_bytes()[:4]
+    assert head in (b"\x7fELF", b"MZ\x90\x00") or not head.startswith(b"#!")
+    assert gotool.go_env(HELLO)["GOMOD"] == str(HELLO / "go.mod")
+
+
+def test_cross_compile_stamps_version_and_is_reproducible(tmp_path: Path) -> None:
+    exe = tmp_path / "windows" / "hello.exe"
+    gotool.build(HELLO, ".", WINDOWS, exe, "1.2.3")
+    assert exe.read_bytes()[:2] == b"MZ"
+    linux = tmp_path / "linux" / "hello"
+    gotool.build(HELLO, ".", LINUX, linux, "1.2.3")
+    first = linux.read_bytes()
+    assert proc.run([linux, "-version"], quiet=True).output == "1.2.3"
+    gotool.build(HELLO, ".", LINUX, linux, "1.2.3")
+    assert linux.read_bytes() == first, "same inputs must give a byte-identical binary"
+    assert b".symtab" not in first, "binary must be stripped (-s)"
+    assert str(HELLO).encode() not in first, "-trimpath must drop local paths"
+    assert not [p for p in linux.parent.iterdir() if p.name != "hello"], "no temporary files left"
+
+
+def test_compile_error_shows_compiler_and_removes_stale_binary(tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    root.mkdir()
+    (root / "go.mod").write_text("module example.com/broken\n\ngo 1.22\n")
+    (root / "main.go").write_text("package main\n\nfunc main() {}\n")
+    out = tmp_path / "dist" / "broken"
+    gotool.build(root, ".", LINUX, out, "1")
+    assert out.exists()
+    (root / "main.go").write_text("package main\n\nfunc main() { undefinedThing() }\n")
+    with pytest.raises(StepFailed, match="undefined: undefinedThing"):
+        gotool.build(root, ".", LINUX, out, "2")
+    assert not out.exists(), "the old binary must not stay looking current"
+    assert not list(out.parent.iterdir())
+
+
+def test_dependencies_are_per_binary_and_include_embeds(multi: Path) -> None:
+    deps = gotool.list_dependencies(multi, {"api": "./cmd/api", "worker": "./cmd/worker"}, LINUX, [], False)
+    api = {Path(p).relative_to(multi).as_posix() for p in deps["api"]}
+    worker = {Path(p).relative_to(multi).as_posix() for p in deps["worker"]}
+    assert api == {"go.mod", "cmd/api/main.go", "lib/web/web.go", "lib/web/page.html"}
+    assert worker == {"go.mod", "cmd/worker/main.go", "lib/jobs/jobs.go"}
+
+
+def test_dependency_cache_follows_source_changes(multi: Path) -> None:
+    cache = multi / ".wgobuild" / "deps.json"
+    packages = {"worker": "./cmd/worker"}
+    first = gotool.cached_dependencies(multi, cache, packages, LINUX, [], False, set())
+    assert cache.exists()
+    # New import: the fingerprint changes (file size and mtime), so go list runs again.
+    (multi / "cmd/worker/main.go").write_text(
+        'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/multi/lib/jobs"\n\t"example.com/multi/lib/unused"\n)\n\n'
+        "func main() { fmt.Println(jobs.Next(), unused.Answer) }\n")
+    second = gotool.cached_dependencies(multi, cache, packages, LINUX, [], False, set())
+    assert str(multi / "lib/unused/unused.go") in second["worker"]
+    assert str(multi / "lib/unused/unused.go") not in first["worker"]
+
+
+def test_go_test_report_names_failures_and_writes_junit(multi: Path, tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    report = gotool.test(multi, ["./..."], flags=[], timeout="60s", tags=[], cgo=False, junit=junit)
+    assert report.ok and report.count("pass") == 1
+    (multi / "lib/jobs/jobs_test.go").write_text(
+        'package jobs\n\nimport "testing"\n\nfunc TestNext(t *testing.T) { t.Log("checking"); t.Fatal("want 2") }\n'
+        "\nfunc TestOther(t *testing.T) {}\n")
+    with pytest.raises(StepFailed) as caught:
+        gotool.test(multi, ["./..."], flags=[], timeout="60s", tags=[], cgo=False, junit=junit)
+    summary = str(caught.value)
+    assert "1 passed, 1 failed" in summary
+    assert "FAIL example.com/multi/lib/jobs TestNext" in summary and "want 2" in summary
+    suites = ET.parse(junit).getroot()
+    failures = [c.get("name") for c in suites.iter("testcase") if c.find("failure") is not None]
+    assert failures == ["TestNext"]
+
+
+def test_go_test_build_failure_is_reported(multi: Path, tmp_path: Path) -> None:
+    (multi / "lib/jobs/jobs_test.go").write_text('package jobs\n\nimport "testing"\n\nfunc TestX(t *testing.T) { x }\n')
+    with pytest.raises(StepFailed, match="FAIL"):
+        gotool.test(multi, ["./..."], flags=[], timeout="60s", tags=[], cgo=False, junit=tmp_path / "j.xml")
+
+
+def test_golden_passes_and_shows_a_diff(tmp_path: Path) -> None:
+    exe = tmp_path / "hello"
+    gotool.build(HELLO, ".", Platform(*host()), exe, "1")
+    gotool.golden(exe, [], HELLO / "testdata/input.txt", HELLO / "testdata/expected.txt", cwd=HELLO)
+    wrong = tmp_path / "expected.txt"
+    wrong.write_text("Hello, Ada!\nHello, Bob!\n")
+    with pytest.raises(StepFailed, match=r"(?s)-Hello, Bob!.*\+Hello, Grace!"):
+        gotool.golden(exe, [], HELLO / "testdata/input.txt", wrong, cwd=HELLO)
+
+
+def test_missing_go_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WGOBUILD_GO", str(tmp_path / "no-go-here"))
+    gotool.find_go.cache_clear()
+    try:
+        with pytest.raises(Exception, match="no-go-here"):
+            gotool.build(HELLO, ".", LINUX, tmp_path / "x", "1")
+    finally:
+        gotool.find_go.cache_clear()
+
+
+def host() -> tuple[str, str]:
+    from wgobuild.doit_tasks import host_platform
+
+    p = host_platform()
+    return p.os, p.arch
+
+
+def test_version_from_git_or_literal(tmp_path: Path) -> None:
+    assert gotool.project_version(tmp_path, "2.0.0") == "2.0.0"
+    assert gotool.project_version(tmp_path, "git") == "0.0.0-dev"  # not a git repository
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e"}
+    (tmp_path / "f").write_text("x")
+    for argv in (["git", "init", "-q"], ["git", "add", "f"], ["git", "commit", "-qm", "x"], ["git", "tag", "v1.4.0"]):
+        proc.run(argv, cwd=tmp_path, env=env, quiet=True, check=True)
+    assert gotool.project_version(tmp_path, "git") == "v1.4.0"
+    (tmp_path / "f").write_text("y")
+    assert gotool.project_version(tmp_path, "git") == "v1.4.0-dirty"
