@@ -1,0 +1,198 @@
+<#
+.SYNOPSIS
+    Harden a Windows container host or servercore build stage for the service @@service_name_text.
+
+.DESCRIPTION
+    Applies, in order:
+      1. stops and disables the listed services;
+      2. disables the listed optional features (Disable-WindowsOptionalFeature, or DISM when the cmdlet is missing);
+      3. turns the SMB1 server off (unless -Smb1Server $true);
+      4. prepares the service identity: the virtual account NT SERVICE\<ServiceName> (no password), or a local user
+         whose random password is generated here, handed to Windows as a SecureString and never printed or stored;
+      5. grants that identity read-and-execute on the install folder and modify on the log folder, nothing more
+         (icacls /grant:r replaces any earlier explicit grant of that identity).
+    Every change runs inside ShouldProcess: -WhatIf lists what would change and changes nothing. The script is
+    idempotent: a second run reports each control as unchanged. Rendered by wgobuild from wgobuild.toml.
+
+.NOTES
+    Exit codes: 0 done (or nothing to do), 1 failed (the error is printed), 3 is used by audit.ps1 only.
+    A Windows restart may be needed after features are disabled; the script says so and never restarts itself.
+#>
+#Requires -Version 5.1
+#Requires -RunAsAdministrator
+[CmdletBinding(SupportsShouldProcess)]
+param(
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [string[]] $Services = @@services,
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [string[]] $Features = @@features,
+    [bool] $Smb1Server = @@smb1_server,
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [string] $ServiceName = @@service_name,
+    [ValidateSet('virtual', 'local-user')]
+    [string] $Identity = @@identity,
+    [ValidatePattern('^$|^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [string] $Account = @@account,
+    [string] $InstallDir = @@install_dir,
+    [string] $LogDir = @@log_dir
+)
+Set-StrictMode -Version 3.0
+$ErrorActionPreference = 'Stop'
+$script:Changes = 0
+$script:RestartNeeded = $false
+
+function Write-Unchanged([string] $What) { Write-Output "unchanged: $What" }
+
+function Invoke-Change([string] $Target, [string] $Action, [scriptblock] $Change) {
+    if ($PSCmdlet.ShouldProcess($Target, $Action)) {
+        & $Change
+        $script:Changes++
+        Write-Output "changed: $Target ($Action)"
+    }
+}
+
+function Get-ServiceSid([string] $Name) {
+    # The SID of NT SERVICE\<name> is derived from the name alone, so it is known before the service exists.
+    $sha = [System.Security.Cryptography.SHA1]::Create()
+    try { $hash = $sha.ComputeHash([System.Text.Encoding]::Unicode.GetBytes($Name.ToUpperInvariant())) }
+    finally { $sha.Dispose() }
+    $parts = foreach ($i in 0..4) { [BitConverter]::ToUInt32($hash, $i * 4) }
+    return 'S-1-5-80-' + ($parts -join '-')
+}
+
+function New-RandomSecret {
+    # 48 random bytes, base64 (64 characters); the fixed tail only guarantees the four character classes that
+    # password policies ask for, the strength is in the random part. Never printed, never written anywhere.
+    $bytes = New-Object byte[] 48
+    $rng = [System.Security.Cryptography.RandomNumberGenerator]::Create()
+    try { $rng.GetBytes($bytes) } finally { $rng.Dispose() }
+    $secure = New-Object System.Security.SecureString
+    foreach ($ch in ([Convert]::ToBase64String($bytes) + 'aZ7-').ToCharArray()) { $secure.AppendChar($ch) }
+    [Array]::Clear($bytes, 0, $bytes.Length)
+    $secure.MakeReadOnly()
+    return $secure
+}
+
+function Get-FeatureState([string] $Name) {
+    if (Get-Command Get-WindowsOptionalFeature -ErrorAction SilentlyContinue) {
+        try { $feature = Get-WindowsOptionalFeature -Online -FeatureName $Name -ErrorAction Stop }
+        catch { return 'Absent' }
+        if ($null -eq $feature) { return 'Absent' }
+        return [string] $feature.State
+    }
+    $info = & dism.exe /English /Online /Get-FeatureInfo "/FeatureName:$Name"
+    if ($LASTEXITCODE -ne 0) { return 'Absent' }
+    $line = $info | Where-Object { $_ -match '^State : ' } | Select-Object -First 1
+    if ($null -eq $line) { return 'Absent' }
+    return ($line -replace '^State : ', '').Trim() -replace ' ', ''
+}
+
+function Disable-Feature([string] $Name) {
+    if (Get-Command Disable-WindowsOptionalFeature -ErrorAction SilentlyContinue) {
+        $result = Disable-WindowsOptionalFeature -Online -FeatureName $Name -NoRestart
+        if ($result.RestartNeeded) { $script:RestartNeeded = $true }
+        return
+    }
+    & dism.exe /English /Online /Disable-Feature "/FeatureName:$Name" /NoRestart /Quiet
+    if ($LASTEXITCODE -eq 3010) { $script:RestartNeeded = $true }
+    elseif ($LASTEXITCODE -ne 0) { throw "DISM could not disable feature ${Name}: exit code $LASTEXITCODE" }
+}
+
+function Get-ExplicitRights([string] $Path, [string] $Sid) {
+    # Rights explicitly granted to $Sid on $Path (inherited entries are not ours to manage).
+    $acl = Get-Acl -LiteralPath $Path
+    $rules = $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])
+    $found = @($rules | Where-Object { $_.IdentityReference.Value -eq $Sid -and $_.AccessControlType -eq 'Allow' })
+    return $found
+}
+
+function Set-FolderGrant([string] $Path, [string] $Sid, [string] $Principal, [string] $Short, [string] $Rights) {
+    $want = [System.Security.AccessControl.FileSystemRights] $Rights
+    $inherit = [System.Security.AccessControl.InheritanceFlags] 'ContainerInherit, ObjectInherit'
+    if (-not (Test-Path -LiteralPath $Path -PathType Container)) {
+        Invoke-Change $Path 'create folder' { [System.IO.Directory]::CreateDirectory($Path) | Out-Null }
+    }
+    if (Test-Path -LiteralPath $Path -PathType Container) {
+        $rules = @(Get-ExplicitRights $Path $Sid)
+        $sync = [System.Security.AccessControl.FileSystemRights]::Synchronize
+        if ($rules.Count -eq 1 -and ($rules[0].FileSystemRights -bor $sync) -eq ($want -bor $sync) -and
+            $rules[0].InheritanceFlags -eq $inherit) {
+            Write-Unchanged "$Principal has $Rights on $Path"
+            return
+        }
+    }
+    Invoke-Change $Path "grant $Principal $Rights (only)" {
+        & icacls.exe $Path '/grant:r' "*${Sid}:(OI)(CI)$Short" | Out-Null
+        if ($LASTEXITCODE -ne 0) { throw "icacls could not set the grant on ${Path}: exit code $LASTEXITCODE" }
+    }
+}
+
+try {
+    foreach ($name in $Services) {
+        $svc = Get-Service -Name $name -ErrorAction SilentlyContinue
+        if ($null -eq $svc) { Write-Unchanged "service $name is not installed"; continue }
+        if ($svc.Status -ne 'Stopped') {
+            Invoke-Change "service $name" 'stop' { Stop-Service -Name $name -Force }
+        } else { Write-Unchanged "service $name is stopped" }
+        if ([string] $svc.StartType -ne 'Disabled') {
+            Invoke-Change "service $name" 'set start type Disabled' { Set-Service -Name $name -StartupType Disabled }
+        } else { Write-Unchanged "service $name is disabled" }
+    }
+
+    foreach ($name in $Features) {
+        $state = Get-FeatureState $name
+        if ($state -in @('Enabled', 'EnablePending')) {
+            Invoke-Change "feature $name" 'disable' { Disable-Feature $name }
+        } else { Write-Unchanged "feature $name is $state" }
+    }
+
+    $smb1 = $null
+    if (Get-Command Get-SmbServerConfiguration -ErrorAction SilentlyContinue) {
+        try { $smb1 = [bool] (Get-SmbServerConfiguration).EnableSMB1Protocol }
+        catch { Write-Warning "SMB server configuration unreadable ($($_.Exception.Message)); SMB1 check skipped." }
+    } else {
+        Write-Warning 'Get-SmbServerConfiguration is not available here (no SMB server); SMB1 server check skipped.'
+    }
+    if ($null -ne $smb1) {
+        if ($smb1 -ne $Smb1Server) {
+            Invoke-Change 'SMB server' "set EnableSMB1Protocol to $Smb1Server" {
+                $smbSettings = @{ EnableSMB1Protocol = $Smb1Server; Force = $true }
+                Set-SmbServerConfiguration @smbSettings
+            }
+        } else { Write-Unchanged "SMB1 server setting is $smb1" }
+    }
+
+    if ($Identity -eq 'virtual') {
+        $principal = "NT SERVICE\$ServiceName"
+        $sid = Get-ServiceSid $ServiceName
+        Write-Unchanged "identity $principal is a virtual account (no password)"
+    } else {
+        if (-not $Account) { throw "Identity 'local-user' needs -Account." }
+        $principal = "$env:COMPUTERNAME\$Account"
+        $user = Get-LocalUser -Name $Account -ErrorAction SilentlyContinue
+        if ($null -eq $user) {
+            Invoke-Change "local user $Account" 'create with a random password (not stored)' {
+                New-LocalUser -Name $Account -Password (New-RandomSecret) -PasswordNeverExpires `
+                    -UserMayNotChangePassword -AccountNeverExpires -Description "Runs the $ServiceName service" | Out-Null
+            }
+            $user = Get-LocalUser -Name $Account -ErrorAction SilentlyContinue
+        } else { Write-Unchanged "local user $Account exists" }
+        $sid = if ($null -ne $user) { $user.SID.Value } else { '' }
+    }
+
+    if ($sid) {
+        Set-FolderGrant $InstallDir $sid $principal 'RX' 'ReadAndExecute'
+        Set-FolderGrant $LogDir $sid $principal 'M' 'Modify'
+    } else {
+        Write-Output "would grant $principal ReadAndExecute on $InstallDir and Modify on $LogDir once it exists"
+    }
+
+    if ($WhatIfPreference) { Write-Output 'What-if run: nothing was changed.' }
+    elseif ($script:Changes -eq 0) { Write-Output 'No changes needed: this machine already matches the settings.' }
+    else { Write-Output "$($script:Changes) change(s) applied." }
+    if ($script:RestartNeeded) { Write-Warning 'A restart is needed to finish disabling features.' }
+    exit 0
+} catch {
+    Write-Error -ErrorRecord $_ -ErrorAction Continue
+    exit 1
+}

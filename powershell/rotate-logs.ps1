@@ -1,0 +1,180 @@
+<#
+.SYNOPSIS
+    Rotate the log files of @@service_name_text (logrotate semantics for Windows).
+
+.DESCRIPTION
+    For each file in -LogDir matching -Pattern (rotated copies excluded):
+      - it is rotated when it is not empty and either older than -MaxAgeDays since its last rotation (or creation)
+        or at least -MaxSizeMB in size (0 turns a criterion off);
+      - rotation renames it to <name>.<yyyyMMdd-HHmmss>, or with -CopyTruncate copies it there and truncates the
+        original in place, so a writer that keeps the file open goes on writing;
+      - a file the writer holds without sharing cannot be rotated safely: it is skipped with a warning and nothing
+        is lost;
+      - rotated files are compressed with Compress-Archive into <rotated>.zip; with -DelayCompress the newest
+        rotated file stays uncompressed until the next run; files over 2 GB are never compressed (Compress-Archive
+        cannot) and a warning says so;
+      - only the -Keep newest rotated files (zipped or not) are kept, older ones are deleted;
+      - when anything was rotated, -PostRotate (a program or command name) runs with -PostRotateArgs, through the
+        call operator, never through a string evaluation.
+    With -Register the script registers itself (at its current path) as a daily scheduled task at -At, running as
+    SYSTEM, and rotates nothing. Every change runs inside ShouldProcess, so -WhatIf lists what would happen.
+    Copy-truncate caveat: lines written between the last read and the truncation (microseconds) are lost, the same
+    as with logrotate's copytruncate; with -CopyTruncate $false nothing is ever lost, but the writer must reopen.
+    Rendered by wgobuild from wgobuild.toml.
+
+.NOTES
+    Exit codes: 0 done (or nothing to do), 1 failed (the error is printed).
+#>
+#Requires -Version 5.1
+[CmdletBinding(SupportsShouldProcess)]
+param(
+    [string] $LogDir = @@rotate_log_dir,
+    [ValidatePattern('^[A-Za-z0-9._*?-]+$')]
+    [string] $Pattern = @@pattern,
+    [ValidateRange(0, 36500)]
+    [int] $MaxAgeDays = @@max_age_days,
+    [ValidateRange(0, 1048576)]
+    [int] $MaxSizeMB = @@max_size_mb,
+    [ValidateRange(0, 100000)]
+    [int] $Keep = @@keep,
+    [bool] $DelayCompress = @@delaycompress,
+    [bool] $CopyTruncate = @@copytruncate,
+    [string] $PostRotate = @@post_rotate,
+    [string[]] $PostRotateArgs = @@post_rotate_args,
+    [switch] $Register,
+    [ValidatePattern('^([01][0-9]|2[0-3]):[0-5][0-9]$')]
+    [string] $At = @@schedule,
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._ -]*$')]
+    [string] $TaskName = @@task_name
+)
+Set-StrictMode -Version 3.0
+$ErrorActionPreference = 'Stop'
+$script:Changes = 0
+$CompressLimit = 2147483648  # 2 GB, the most Compress-Archive takes
+$Stamp = '\.\d{8}-\d{6}(\.zip)?$'
+
+function Invoke-Change([string] $Target, [string] $Action, [scriptblock] $Change) {
+    if ($PSCmdlet.ShouldProcess($Target, $Action)) {
+        & $Change
+        $script:Changes++
+        Write-Output "changed: $Target ($Action)"
+    }
+}
+
+function Get-Rotated([System.IO.FileInfo] $Log) {
+    # Rotated copies of $Log, newest first (the time stamp in the name sorts like the time itself).
+    $prefix = [regex]::Escape($Log.Name)
+    @(Get-ChildItem -LiteralPath $Log.DirectoryName -File |
+        Where-Object { $_.Name -match "^$prefix\.\d{8}-\d{6}(\.zip)?$" } | Sort-Object Name -Descending)
+}
+
+function Move-Log([System.IO.FileInfo] $Log, [string] $Target) {
+    # Returns $true when rotated; a file held open without sharing is skipped, never half-rotated.
+    try {
+        if (-not $CopyTruncate) { [System.IO.File]::Move($Log.FullName, $Target); return $true }
+        $share = [System.IO.FileShare] 'ReadWrite, Delete'
+        $source = [System.IO.File]::Open($Log.FullName, 'Open', 'ReadWrite', $share)
+    } catch [System.IO.IOException] {
+        Write-Warning "$($Log.FullName) is locked by its writer; skipped, nothing lost ($($_.Exception.Message))"
+        return $false
+    }
+    try {
+        $dest = [System.IO.File]::Open($Target, 'CreateNew', 'Write', 'None')
+        try { $source.CopyTo($dest); $dest.Flush($true) } finally { $dest.Dispose() }
+        $source.SetLength(0)
+    } finally { $source.Dispose() }
+    return $true
+}
+
+function Invoke-Rotate([System.IO.FileInfo] $Log) {
+    $rotated = @(Get-Rotated $Log)
+    $since = $Log.CreationTime
+    if ($rotated.Count) {
+        $since = [datetime]::ParseExact($rotated[0].Name.Substring($Log.Name.Length + 1, 15), 'yyyyMMdd-HHmmss', $null)
+    }
+    $byAge = $MaxAgeDays -gt 0 -and ((Get-Date) - $since).TotalDays -ge $MaxAgeDays
+    $bySize = $MaxSizeMB -gt 0 -and $Log.Length -ge ([long] $MaxSizeMB * 1048576)
+    if ($Log.Length -eq 0 -or -not ($byAge -or $bySize)) {
+        Write-Output "unchanged: $($Log.Name) does not need rotation"
+    } else {
+        $target = Join-Path $Log.DirectoryName ('{0}.{1:yyyyMMdd-HHmmss}' -f $Log.Name, (Get-Date))
+        $how = if ($CopyTruncate) { 'copy and truncate' } else { 'rename' }
+        if ($PSCmdlet.ShouldProcess($Log.FullName, "rotate to $target ($how)")) {
+            if (Move-Log $Log $target) {
+                $script:Changes++
+                Write-Output "changed: rotated $($Log.Name) to $target"
+            }
+        }
+    }
+    $rotated = @(Get-Rotated $Log)
+    $plain = @($rotated | Where-Object { $_.Extension -ne '.zip' })
+    if ($DelayCompress -and $plain.Count) { $plain = @($plain | Select-Object -Skip 1) }
+    foreach ($file in $plain) {
+        if ($file.Length -gt $CompressLimit) {
+            Write-Warning "$($file.FullName) is over 2 GB; Compress-Archive cannot take it, left uncompressed"
+            continue
+        }
+        Invoke-Change $file.FullName 'compress' {
+            if ($file.Attributes -band [System.IO.FileAttributes]::Hidden) {
+                $file.Attributes = $file.Attributes -bxor [System.IO.FileAttributes]::Hidden
+            }
+            Compress-Archive -LiteralPath $file.FullName -DestinationPath "$($file.FullName).zip" -Force
+            Remove-Item -LiteralPath $file.FullName -Force
+        }
+    }
+    foreach ($old in @(Get-Rotated $Log | Select-Object -Skip $Keep)) {
+        Invoke-Change $old.FullName "delete (keeping the newest $Keep)" { Remove-Item -LiteralPath $old.FullName -Force }
+    }
+}
+
+function Register-Rotation {
+    $self = $PSCommandPath
+    $arguments = "-NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File `"$self`""
+    $existing = Get-ScheduledTask -TaskName $TaskName -ErrorAction SilentlyContinue
+    if ($null -ne $existing) {
+        $action = @($existing.Actions)[0]
+        $trigger = @($existing.Triggers)[0]
+        $when = if ($null -ne $trigger) { ([datetime] $trigger.StartBoundary).ToString('HH:mm') } else { '' }
+        if ($action.Arguments -eq $arguments -and $when -eq $At) {
+            Write-Output "unchanged: scheduled task $TaskName runs $self daily at $At"
+            return
+        }
+    }
+    Invoke-Change "scheduled task $TaskName" "run $self daily at $At as SYSTEM" {
+        $exe = Join-Path $PSHOME 'powershell.exe'
+        if (-not (Test-Path -LiteralPath $exe)) { $exe = (Get-Process -Id $PID).Path }
+        $taskAction = New-ScheduledTaskAction -Execute $exe -Argument $arguments
+        $taskTrigger = New-ScheduledTaskTrigger -Daily -At ([datetime]::ParseExact($At, 'HH:mm', $null))
+        $principal = New-ScheduledTaskPrincipal -UserId 'S-1-5-18' -LogonType ServiceAccount -RunLevel Highest
+        $settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -ExecutionTimeLimit (New-TimeSpan -Hours 2)
+        Register-ScheduledTask -TaskName $TaskName -Action $taskAction -Trigger $taskTrigger -Principal $principal `
+            -Settings $settings -Force | Out-Null
+    }
+}
+
+try {
+    if ($Register) {
+        Register-Rotation
+    } else {
+        if (-not (Test-Path -LiteralPath $LogDir -PathType Container)) {
+            throw "Log folder $LogDir does not exist."
+        }
+        $before = $script:Changes
+        $logs = @(Get-ChildItem -LiteralPath $LogDir -File -Filter $Pattern | Where-Object { $_.Name -notmatch $Stamp })
+        foreach ($log in $logs) { Invoke-Rotate $log }
+        if ($PostRotate -and $script:Changes -gt $before) {
+            Invoke-Change $PostRotate 'run the post-rotate command' {
+                $global:LASTEXITCODE = 0
+                & $PostRotate @PostRotateArgs
+                if ($LASTEXITCODE) { throw "post-rotate command $PostRotate exited with code $LASTEXITCODE" }
+            }
+        }
+    }
+    if ($WhatIfPreference) { Write-Output 'What-if run: nothing was changed.' }
+    elseif ($script:Changes -eq 0) { Write-Output 'No changes needed.' }
+    else { Write-Output "$($script:Changes) change(s) applied." }
+    exit 0
+} catch {
+    Write-Error -ErrorRecord $_ -ErrorAction Continue
+    exit 1
+}

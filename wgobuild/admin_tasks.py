@@ -1,0 +1,203 @@
+"""invoke tasks for Windows admins: ``invoke harden``, ``audit``, ``rotate-logs``, ``install-service``, ...
+
+Thin wiring over :mod:`wgobuild.powershell`: load ``wgobuild.toml``, apply command-line overrides, render every
+script to ``dist/powershell/`` (also when no PowerShell is installed, for review and hand-off), then run one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from invoke import Task, task
+from invoke.exceptions import Exit
+
+from wgobuild import config as config_mod
+from wgobuild import files, powershell, proc
+from wgobuild.errors import ConfigError, WgobuildError
+
+_COMMON_HELP = {
+    "root": "Go module folder holding wgobuild.toml (default: current folder)",
+    "config": "path of the wgobuild.toml to use (default: <root>/wgobuild.toml)",
+    "dry_run": "pass -WhatIf: show what would change, change nothing",
+    "shell": "PowerShell to run (default: $WGOBUILD_POWERSHELL, else powershell.exe, else pwsh)",
+}
+_HARDEN_HELP = {
+    "services": "comma-separated services to stop and disable (overrides [harden].services)",
+    "features": "comma-separated optional features to disable (overrides [harden].features; '' for none)",
+    "service_name": "name of the app's service (overrides [harden].service_name)",
+    "identity": "service identity: virtual (NT SERVICE\\<name>) or local-user",
+    "account": "local user name when --identity local-user",
+    "install_dir": "install folder: read and execute for the service identity",
+    "log_dir": "log folder: modify for the service identity",
+}
+
+
+def _admin_task(help: dict[str, str]) -> Callable[[Callable[..., Any]], Task]:
+    """``@task`` that turns a WgobuildError into one plain message and its exit code (no traceback)."""
+
+    def wrap(body: Callable[..., Any]) -> Task:
+        @functools.wraps(body)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return body(*args, **kwargs)
+            except WgobuildError as exc:
+                raise Exit(f"error: {exc}", code=exc.exit_code) from None
+
+        params = inspect.signature(body).parameters
+        return task(run, help={k: v for k, v in {**_COMMON_HELP, **help}.items() if k in params})
+
+    return wrap
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _int(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError("command line", flag, f"{value!r} is not a whole number") from None
+
+
+def load(root: str = ".", config: str | None = None, **overrides: dict[str, tuple[str, Any]]) -> config_mod.Config:
+    """Load the config and apply overrides given as ``section={field: (flag, value)}`` (None values skipped).
+
+    A bad override is reported under its flag, not under the TOML key it replaces.
+    """
+    cfg = config_mod.load(root, config)
+    for section, changes in overrides.items():
+        given = {name: fv for name, fv in changes.items() if fv[1] is not None}
+        if not given:
+            continue
+        new = dataclasses.replace(getattr(cfg, section), **{name: value for name, (_, value) in given.items()})
+        cfg = dataclasses.replace(cfg, **{section: new})
+        try:
+            new.check(f"[{section}]", cfg.path)
+            powershell.script_values(cfg)
+        except ConfigError as exc:
+            for name, (flag, _) in given.items():
+                prefix = f"[{section}].{name}"
+                if exc.key.startswith(prefix):
+                    raise ConfigError("command line", flag + exc.key[len(prefix):], exc.problem) from None
+            raise
+    return cfg
+
+
+def _render(cfg: config_mod.Config) -> Path:
+    paths = powershell.write_scripts(cfg)
+    proc.echo(f"rendered {len(paths)} scripts in {paths[0].parent}")
+    return paths[0].parent
+
+
+def _harden_overrides(services, features, service_name, identity, account, install_dir, log_dir) -> dict:
+    return {"harden": {
+        "services": ("--services", None if services is None else _split(services)),
+        "features": ("--features", None if features is None else _split(features)),
+        "service_name": ("--service-name", service_name),
+        "identity": ("--identity", identity),
+        "account": ("--account", account),
+        "install_dir": ("--install-dir", install_dir),
+        "log_dir": ("--log-dir", log_dir),
+    }}
+
+
+@_admin_task(_HARDEN_HELP)
+def harden(c, root=".", config=None, dry_run=False, shell=None, services=None, features=None, service_name=None,
+           identity=None, account=None, install_dir=None, log_dir=None):
+    """Stop/disable services, disable optional features and SMB1, set up the service identity and folder ACLs."""
+    cfg = load(root, config, **_harden_overrides(services, features, service_name, identity, account, install_dir,
+                                                 log_dir))
+    folder = _render(cfg)
+    powershell.run_script(folder / "harden.ps1", dry_run=dry_run, shell=shell)
+
+
+@_admin_task({**_HARDEN_HELP, "report": "where to write the JSON results (default: dist/reports/audit.json)"})
+def audit(c, root=".", config=None, shell=None, services=None, features=None, service_name=None, identity=None,
+          account=None, install_dir=None, log_dir=None, report=None):
+    """Check this machine against the hardening settings, read-only; JSON per control; exit code 3 on drift."""
+    cfg = load(root, config, **_harden_overrides(services, features, service_name, identity, account, install_dir,
+                                                 log_dir))
+    folder = _render(cfg)
+    controls: list[dict[str, Any]] = []
+
+    def collect(line: str) -> None:
+        proc.echo(line, "audit")
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                controls.append(json.loads(line))
+
+    result = powershell.run_script(folder / "audit.ps1", shell=shell, on_line=collect,
+                                   ok_codes=(powershell.EXIT_DONE, powershell.EXIT_DRIFT))
+    out = Path(report) if report else cfg.reports_dir / "audit.json"
+    files.write_text(out, json.dumps(controls, indent=2) + "\n")
+    drifted = [item.get("id", "?") for item in controls if not item.get("ok")]
+    if result.returncode == powershell.EXIT_DRIFT:
+        raise powershell.AuditDrift(f"audit: {len(drifted)} control(s) drifted: {', '.join(drifted)} (see {out})")
+    proc.echo(f"audit: all {len(controls)} controls ok (see {out})")
+
+
+@_admin_task({
+    "register": "register a daily scheduled task (at [logs].schedule) instead of rotating now",
+    "log_dir": "folder holding the logs (overrides [logs].dir)",
+    "pattern": "file name pattern of the logs, such as *.log (overrides [logs].pattern)",
+    "keep": "number of rotated files to keep (overrides [logs].keep)",
+    "max_age_days": "rotate files older than this many days since their last rotation; 0 = never by age",
+    "max_size_mb": "rotate files of at least this many MB; 0 = never by size",
+})
+def rotate_logs(c, root=".", config=None, dry_run=False, shell=None, register=False, log_dir=None, pattern=None,
+                keep=None, max_age_days=None, max_size_mb=None):
+    """Rotate, compress and prune log files once, or register the daily scheduled task with --register."""
+    cfg = load(root, config, logs={
+        "dir": ("--log-dir", log_dir),
+        "pattern": ("--pattern", pattern),
+        "keep": ("--keep", None if keep is None else _int("--keep", keep)),
+        "max_age_days": ("--max-age-days", None if max_age_days is None else _int("--max-age-days", max_age_days)),
+        "max_size_mb": ("--max-size-mb", None if max_size_mb is None else _int("--max-size-mb", max_size_mb)),
+    })
+    folder = _render(cfg)
+    powershell.run_script(folder / "rotate-logs.ps1", ["-Register"] if register else [], dry_run=dry_run, shell=shell)
+
+
+@_admin_task({
+    "service_name": "service name (overrides [harden].service_name)",
+    "identity": "service identity: virtual (NT SERVICE\\<name>) or local-user",
+    "account": "local user name when --identity local-user",
+    "binary": "which [[binaries]] entry to run (overrides [service].binary; default: the first)",
+    "start": "start type: auto, delayed-auto or demand",
+})
+def install_service(c, root=".", config=None, dry_run=False, shell=None, service_name=None, identity=None,
+                    account=None, binary=None, start=None):
+    """Install (or update) the Go binary as a Windows service with failure actions; it must use x/sys/windows/svc."""
+    cfg = load(root, config,
+               harden={"service_name": ("--service-name", service_name), "identity": ("--identity", identity),
+                       "account": ("--account", account)},
+               service={"binary": ("--binary", binary), "start": ("--start", start)})
+    folder = _render(cfg)
+    powershell.run_script(folder / "service.ps1", ["-Action", "install"], dry_run=dry_run, shell=shell)
+
+
+@_admin_task({"service_name": "service name (overrides [harden].service_name)"})
+def uninstall_service(c, root=".", config=None, dry_run=False, shell=None, service_name=None):
+    """Stop (within [service].stop_timeout_s) and delete the service."""
+    cfg = load(root, config, harden={"service_name": ("--service-name", service_name)})
+    folder = _render(cfg)
+    powershell.run_script(folder / "service.ps1", ["-Action", "uninstall"], dry_run=dry_run, shell=shell)
+
+
+@_admin_task({"out": "folder to write the scripts to (default: dist/powershell)"})
+def scripts(c, root=".", config=None, out=None):
+    """Render every PowerShell script (harden, audit, rotate-logs, cleanup, service) for review; runs nothing."""
+    cfg = load(root, config)
+    for path in powershell.write_scripts(cfg, Path(out) if out else None):
+        proc.echo(str(path))
+
+
+TASKS: list[Task] = [harden, audit, rotate_logs, install_service, uninstall_service, scripts]
