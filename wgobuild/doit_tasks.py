@@ -283,13 +283,20 @@ def load_tasks(root: str | Path = ".", config_file: str | Path | None = None) ->
         print(f"wgobuild: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     proc.install_signal_handlers()
-    return {
-        "DOIT_CONFIG": doit_config(cfg),
-        "task_compile": project.task_compile,
-        "task_test": project.task_test,
-        "task_golden": project.task_golden,
-        "task_dockerfile": project.task_dockerfile,
-        "task_scripts": project.task_scripts,
-        "task_image-platform": project.task_image_platform,
-        "task_image": project.task_image,
+    creators = {
+        "compile": project.task_compile,
+        "test": project.task_test,
+        "golden": project.task_golden,
+        "dockerfile": project.task_dockerfile,
+        "scripts": project.task_scripts,
+        "image-platform": project.task_image_platform,
+        "image": project.task_image,
     }
+    return {"DOIT_CONFIG": doit_config(cfg), **{f"task_{name}": _creator(fn) for name, fn in creators.items()}}
+
+
+def _creator(method: Callable[[], Any]) -> Callable[[], Any]:
+    """A one-line task creator: doit reads each creator's source to order them, and short source reads fast."""
+    creator = lambda: method()  # noqa: E731
+    creator.__doc__ = method.__doc__
+    return creator

@@ -1,0 +1,147 @@
+"""Pipeline benchmarks: no-op `doit image` vs Go's own no-op, the Makefile flow vs an incremental run, matrix -n 2.
+
+Run: python bench/pipeline.py [--runs N]. Prints figures and ratios against baselines measured in the same run.
+
+1. No-op `doit image` (and `wgobuild image`) on examples/hello and on a generated module of 2,000 Go files in
+   200 packages, against `go build` of the same binary with Go's warm cache (the real go binary, not a wrapper).
+2. The baseline Makefile flow (`make build`: clean, compile, test, golden) against `doit image` after a one-file
+   change, on examples/hello.
+3. A 4-platform matrix, serial vs `doit -n 2 -P thread`, each run after a version bump (every binary relinks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from wgobuild import gotool  # noqa: E402
+
+DODO = 'from wgobuild.doit_tasks import load_tasks\nglobals().update(load_tasks("."))\n'
+MAKEFILE = REPO.parent / "shared" / "baseline" / "Makefile"
+PYTHON_BIN = Path(sys.executable).parent
+
+
+def timed(argv: list[object], cwd: Path, env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    result = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{argv} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def median(argv: list[object], cwd: Path, runs: int, env: dict[str, str] | None = None) -> float:
+    timed(argv, cwd, env)  # warm-up: caches filled, state written
+    return statistics.median(timed(argv, cwd, env) for _ in range(runs))
+
+
+def generated_module(root: Path, files: int = 2000, packages: int = 200) -> Path:
+    """A module of ``files`` Go files in ``packages`` packages, all imported by one binary."""
+    per_package = files // packages
+    (root / "cmd/svc").mkdir(parents=True)
+    (root / "go.mod").write_text("module example.com/big\n\ngo 1.22\n")
+    imports, uses = [], []
+    for p in range(packages):
+        folder = root / "pkg" / f"p{p:03d}"
+        folder.mkdir(parents=True)
+        for f in range(per_package):
+            (folder / f"f{f:02d}.go").write_text(
+                f"package p{p:03d}\n\n// F{f} returns a number.\nfunc F{f}(x int) int {{ return x*{f} + {p} }}\n")
+        imports.append(f'\t"example.com/big/pkg/p{p:03d}"')
+        uses.append(f"p{p:03d}.F0(1)")
+    (root / "cmd/svc/main.go").write_text(
+        'package main\n\nimport (\n\t"fmt"\n\n' + "\n".join(imports) + '\n)\n\nvar version = "dev"\n\n'
+        "func main() {\n\tfmt.Println(version, " + " + ".join(uses) + ")\n}\n")
+    (root / "wgobuild.toml").write_text(
+        '[project]\nname = "big"\nversion = "1.0.0"\n\n[build]\nplatforms = ["linux/amd64"]\n\n'
+        '[test]\nenabled = false\n\n[[binaries]]\nname = "svc"\npackage = "./cmd/svc"\n\n[image]\nbackend = "oci"\n')
+    (root / "dodo.py").write_text(DODO)
+    return root
+
+
+def hello_copy(root: Path) -> Path:
+    shutil.copytree(REPO / "examples/hello", root, ignore=shutil.ignore_patterns("dist", ".wgobuild"))
+    (root / "dodo.py").write_text(DODO)
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace("[image]\n", '[image]\nbackend = "oci"\n'))
+    return root
+
+
+def noop(root: Path, package: str, runs: int) -> None:
+    go, env = gotool.find_go(), gotool.go_env_vars(None)
+    env["GOOS"], env["GOARCH"] = "linux", "amd64"
+    out = root / "gobuild-out"
+    go_build = [go, "build", "-trimpath", "-ldflags", "-s -w -X main.version=1.0.0", "-o", out, package]
+    go_s = median(go_build, root, runs, env)
+    doit_s = median([sys.executable, "-m", "doit", "image"], root, runs)
+    wgo_s = median([PYTHON_BIN / "wgobuild", "image"], root, runs)
+    print(f"  go build no-op (warm cache)   {go_s * 1000:7.0f} ms")
+    print(f"  doit image no-op              {doit_s * 1000:7.0f} ms   {doit_s / go_s:.2f}x go build")
+    print(f"  wgobuild image no-op          {wgo_s * 1000:7.0f} ms   {wgo_s / go_s:.2f}x go build")
+
+
+def makefile_vs_incremental(root: Path, runs: int) -> None:
+    if not MAKEFILE.exists():
+        print(f"  skipped: {MAKEFILE} not found")
+        return
+    go_dir = str(gotool.find_go().parent)
+    env = {**gotool.go_env_vars(None), "PATH": go_dir + os.pathsep + os.environ["PATH"]}
+    make = ["make", "-f", MAKEFILE, "build", "APP=hello", "GOOS=linux", "GOARCH=amd64"]
+    make_s = median(make, root, runs, env)
+    greet = root / "internal/greet/greet.go"
+    original = greet.read_text()
+    timed([sys.executable, "-m", "doit", "image"], root)
+    samples = []
+    for i in range(runs):
+        greet.write_text(original.replace("name = \"world\"", f"name = \"world{i}\""))
+        samples.append(timed([sys.executable, "-m", "doit", "image"], root))
+    greet.write_text(original)
+    doit_s = statistics.median(samples)
+    print(f"  make build (clean+compile+test, 1 platform)   {make_s:6.2f} s")
+    print(f"  doit image after a one-file change (2 platforms, tests, golden, images)  {doit_s:6.2f} s"
+          f"   make/doit = {make_s / doit_s:.2f}x")
+
+
+def matrix(root: Path, runs: int) -> None:
+    toml = root / "wgobuild.toml"
+    base = toml.read_text().replace('platforms = ["windows/amd64", "linux/amd64"]',
+                                    'platforms = ["windows/amd64", "windows/arm64", "linux/amd64", "linux/arm64"]')
+    results: dict[str, float] = {}
+    for label, extra in (("serial", []), ("-n 2 -P thread", ["-n", "2", "-P", "thread"])):
+        samples = []
+        for i in range(runs):
+            toml.write_text(base.replace('version = "git"', f'version = "9.{len(samples)}.{i}{len(label)}"'))
+            samples.append(timed([sys.executable, "-m", "doit", *extra, "compile"], root))
+        results[label] = statistics.median(samples)
+        print(f"  4-platform compile after a version bump, {label:15} {results[label]:6.2f} s")
+    print(f"  speed-up with -n 2: {results['serial'] / results['-n 2 -P thread']:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wgobuild-bench-") as tmp:
+        hello = hello_copy(Path(tmp) / "hello")
+        print("no-op, examples/hello:")
+        noop(hello, ".", args.runs)
+        big = generated_module(Path(tmp) / "big")
+        print("no-op, generated module (2,000 files, 200 packages):")
+        noop(big, "./cmd/svc", args.runs)
+        print("Makefile flow vs incremental, examples/hello:")
+        makefile_vs_incremental(hello, max(3, args.runs // 3))
+        print("platform matrix, examples/hello:")
+        matrix(hello, max(2, args.runs // 5))
+
+
+if __name__ == "__main__":
+    main()
