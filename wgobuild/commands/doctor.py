@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,12 +38,12 @@ def check_docker() -> Check:
 
 
 def check_powershell() -> Check:
-    for name in ("powershell.exe", "pwsh", "pwsh.exe", "powershell"):
-        path = shutil.which(name)
-        if path:
-            return "PowerShell", True, path
-    return ("PowerShell", False, "not found: `invoke harden/audit/...` only render scripts to dist/powershell/ "
-            "for review; run them on a Windows host (Windows PowerShell 5.1 or pwsh)")
+    from wgobuild import powershell
+
+    try:
+        return "PowerShell", True, powershell.find_powershell()
+    except WgobuildError as exc:
+        return "PowerShell", False, str(exc)
 
 
 def check_registry(root: Path) -> Check:
@@ -74,10 +73,11 @@ def check_registry(root: Path) -> Check:
 
 def run(root: Path) -> int:
     checks: list[Callable[[], Check]] = [check_go, check_docker, check_powershell, lambda: check_registry(root)]
-    missing = 0
+    missing = []
     for check in checks:
         what, ok, detail = check()
-        missing += not ok
+        if not ok:
+            missing.append(what)
         print(f"{'ok' if ok else 'missing':8} {what:14} {detail}")
-    print("all present" if not missing else f"{missing} missing: builds go on with what is here (see above)")
-    return 0
+    print("all present" if not missing else f"{len(missing)} missing: builds go on with what is here (see above)")
+    return 1 if "Go toolchain" in missing else 0  # without Go nothing can be built; the rest is optional
