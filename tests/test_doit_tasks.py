@@ -31,6 +31,12 @@ def test_second_run_does_nothing_and_says_so(hello: Path) -> None:
     run = json.loads((hello / "dist/reports/run.json").read_text())
     compile_step = next(s for s in run["steps"] if s["step"] == "compile:hello-linux-amd64")
     assert compile_step["status"] == "ran" and compile_step["cpu_s"] > 0 and compile_step["peak_rss"] > 0
+    images = json.loads((hello / "dist/reports/images.json").read_text())
+    linux = next(i for i in images["images"] if i["platform"] == "linux/amd64")
+    assert linux["backend"] == "oci" and linux["digest"].startswith("sha256:") and linux["app_size"] > 0
+    windows = next(i for i in images["images"] if i["platform"] == "windows/amd64")
+    assert windows["backend"] == "none" and "windows_base" in windows["extra"]["unavailable"]
+    assert "windows/amd64: not built:" in first.output
     second = run_doit(hello, "image")
     assert second.returncode == 0, second.output
     assert second.ran == set(), second.output

@@ -64,17 +64,18 @@ def publish(cfg: Config, version: str) -> list[ImageResult]:
     results = [ImageResult.load(record_path(cfg, p)) for p in cfg.platforms]
     built = [r for r in results if r.backend != "none"]
     oci_results = [r for r in built if r.backend == "oci"]
+    summary: dict[str, object] = {"images": [r.to_json() for r in results]}
     if oci_results:
         from wgobuild.oci import backend as oci_backend
 
-        oci_backend.publish(cfg, oci_results, push=cfg.image.push, reference=image_reference(cfg, version))
+        summary["tag"] = oci_backend.publish(cfg, oci_results, push=cfg.image.push,
+                                             reference=image_reference(cfg, version))
     if cfg.image.push:
         from wgobuild import engine
 
         for result in built:
             if result.backend == "engine":
                 engine.push(result.reference)
-    summary = {"images": [r.to_json() for r in results]}
     files.write_text(cfg.reports_dir / "images.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     proc.echo(size_table(results))
     return results

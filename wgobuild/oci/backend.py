@@ -1,0 +1,208 @@
+"""The daemonless image backend: base manifest + one app layer, no Docker engine needed.
+
+``OciBackend.build`` assembles one platform's image (its blobs land in ``.wgobuild/blobs``) and writes the
+configured local outputs; :func:`publish` puts several platforms' images under one tag (an index whose entries
+carry ``os.version``), writes the combined layout, pushes when asked and records ``dist/reports/images.json``.
+Module top level stays cheap: it is imported when doit tasks are created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wgobuild.config import Config, Platform
+from wgobuild.errors import WgobuildError
+from wgobuild.image import ImageRequest, ImageResult, LayerInfo
+
+if TYPE_CHECKING:
+    from wgobuild.oci.bases import Base
+    from wgobuild.oci.blobs import BlobStore
+    from wgobuild.oci.writers import Built
+
+OCI_LABEL = "org.opencontainers.image."
+
+
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` as an int, None when unset; a bad value is an error, not silently ignored."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        from wgobuild.oci import OciError
+
+        raise OciError(f"SOURCE_DATE_EPOCH={text!r} is not a number of seconds since 1970")
+    return int(text)
+
+
+def _rfc3339(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def workdir(config: Config, platform: Platform) -> str:
+    return config.image.workdir or ("C:\\app" if platform.os == "windows" else "/app")
+
+
+def images_dir(config: Config) -> Path:
+    return config.out_dir / "images"
+
+
+class OciBackend:
+    name = "oci"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._bases: dict[Platform, Base] = {}
+
+    @property
+    def store(self) -> BlobStore:
+        from wgobuild.oci.blobs import BlobStore
+
+        return BlobStore(self.config.state_dir)
+
+    def base(self, platform: Platform) -> Base:
+        if platform not in self._bases:
+            from wgobuild.oci import bases
+
+            self._bases[platform] = bases.resolve(self.config, platform, self.store)
+        return self._bases[platform]
+
+    def unavailable(self, platform: Platform) -> str | None:
+        if platform.os not in ("windows", "linux"):
+            return f"{platform} has no container images (only windows and linux do)"
+        try:
+            self.base(platform)
+        except WgobuildError as exc:
+            return str(exc)
+        return None
+
+    def build(self, request: ImageRequest) -> ImageResult:
+        built = assemble(request, self.base(request.platform), self.store, self.config.state_dir)
+        outputs = write_local(self.config, request.platform.key, [built], built.reference, self.store)
+        return _result(built, request.platform, outputs)
+
+
+def assemble(request: ImageRequest, base: Base, store: BlobStore, state_dir: Path) -> Built:
+    """Config + manifest for one platform: the base's, plus one app layer with the binaries."""
+    from wgobuild.oci import layer
+    from wgobuild.oci import manifest as mf
+    from wgobuild.oci.writers import Built
+
+    config, platform = request.config, request.platform
+    windows = platform.os == "windows"
+    wd = workdir(config, platform)
+    folder = wd.split(":", 1)[-1].replace("\\", "/").strip("/")
+    if not folder or ".." in folder.split("/"):
+        from wgobuild.oci import OciError
+
+        raise OciError(f"{config.path}: [image].workdir: {wd!r} must be an absolute folder such as C:\\app or /app")
+    content = {f"{folder}/{name}{platform.exe_suffix}": Path(path) for name, path in request.binaries.items()}
+    epoch = source_date_epoch()
+    blob = layer.build(store, state_dir / "oci" / "layers", content, windows=windows, mtime=epoch or 0)
+    sep = "\\" if windows else "/"
+    entry = f"{wd.rstrip(sep)}{sep}{request.entry_binary}{platform.exe_suffix}"
+    labels = {f"{OCI_LABEL}title": config.project.name, f"{OCI_LABEL}version": request.version,
+              **config.image.labels}
+    app = mf.AppSettings(
+        os=platform.os, arch=platform.arch, os_version=platform.windows_version if windows else "",
+        entrypoint=[entry], cmd=list(config.image.args),
+        user=config.image.user or ("ContainerUser" if windows else "65532"), workdir=wd,
+        env=dict(config.image.env), ports=list(config.image.expose), labels=labels,
+        created=_rfc3339(epoch) if epoch is not None else "", comment=f"{config.project.name} {request.version}")
+    image_config = mf.image_config(base.config, blob.diff_id, app)
+    config_bytes = mf.canonical(image_config)
+    store.put_bytes(config_bytes)
+    family = base.family
+    layers = [*base.layers, {"mediaType": mf.FAMILIES[family]["layer"], "digest": blob.digest, "size": blob.size}]
+    manifest = mf.canonical(mf.image_manifest(family, config_bytes, layers))
+    store.put_bytes(manifest)
+    mounts = {}
+    if base.registry is not None:
+        mounts = {d["digest"]: f"{base.registry.registry}/{base.registry.repository}" for d in base.layers}
+    return Built(request.reference, manifest, mf.FAMILIES[family]["manifest"], mf.platform_of(image_config), mounts,
+                 base.fetch)
+
+
+def write_local(config: Config, name: str, images: list[Built], reference: str, store: BlobStore) -> list[str]:
+    """The configured local outputs (``image.outputs``) of one image or of an index, under ``dist/images/``."""
+    from wgobuild.oci import writers
+
+    folder = images_dir(config)
+    chosen: dict[str, writers.Writer] = {
+        "oci-layout": writers.OciLayoutWriter(folder / name / "oci"),
+        "oci-tar": writers.OciTarWriter(folder / f"{name}.oci.tar"),
+        "docker-archive": writers.DockerArchiveWriter(folder / f"{name}.docker.tar"),
+    }
+    target = writers.Target(reference, images)
+    return [chosen[kind].write(target, store) for kind in config.image.outputs]
+
+
+def _result(built: Built, platform: Platform, outputs: list[str]) -> ImageResult:
+    doc = json.loads(built.manifest)
+    base_layers = doc["layers"][:-1]
+    layers = [LayerInfo(d["digest"], d["size"], True) for d in base_layers]
+    layers.append(LayerInfo(doc["layers"][-1]["digest"], doc["layers"][-1]["size"], False))
+    return ImageResult(backend="oci", platform=str(platform), reference=built.reference,
+                       digest=built.digest, size=built.size, layers=layers, outputs=outputs,
+                       extra={"media_type": built.media_type, "platform": built.platform, "mounts": built.mounts})
+
+
+def publish(config: Config, results: list[ImageResult], push: bool, reference: str = "",
+            on_event: Any = None) -> dict[str, Any]:
+    """One tag for every platform: the combined local outputs and the registry push.
+
+    ``reference`` defaults to the repository with the un-suffixed tag; with one result the tag names that image,
+    with several it names an index. Returns the tag's reference, digest, push result and outputs.
+    """
+    from wgobuild import proc
+    from wgobuild.oci import OciError, writers
+    from wgobuild.oci.blobs import BlobStore
+
+    if not results:
+        raise OciError("no images to publish: build at least one platform first")
+    store = BlobStore(config.state_dir)
+    images = [image_of(config, result, store) for result in results]
+    if not reference:
+        tag = results[0].reference.rpartition(":")[2]
+        if len(config.platforms) > 1:
+            for plat in config.platforms:
+                tag = tag.removesuffix(f"-{plat.key}")
+        reference = f"{config.image_repository}:{tag}"
+    target = writers.Target(reference, images)
+    outputs = write_local(config, "index", images, reference, store) if len(images) > 1 else []
+    pushed = ""
+    if push:
+        from wgobuild.oci.registry import Reference
+
+        if Reference.parse(reference).registry == "docker.io" and not reference.startswith("docker.io/"):
+            raise OciError(f"image.repository {config.image_repository!r} names no registry: set it to "
+                           "'registry.example.com/team/name' to push")
+        pushed = writers.RegistryWriter(list(config.image.insecure_registries), on_event).write(target, store)
+        proc.echo(f"pushed {pushed}", label="oci")
+    report = {"reference": reference, "digest": target.digest, "media_type": target.top[1], "pushed": pushed,
+              "outputs": outputs}
+    proc.echo(f"{reference} {target.digest}", label="oci")
+    return report
+
+
+def image_of(config: Config, result: ImageResult, store: BlobStore) -> Built:
+    """Rebuild the in-memory image of a result from the blob store (base blobs are fetched only when needed)."""
+    from wgobuild.oci import bases
+    from wgobuild.oci.writers import Built
+
+    platform = Platform.parse(result.platform)
+    plat = dict(result.extra.get("platform") or {})
+
+    def fetch(digest: str, into: BlobStore) -> None:
+        base = bases.resolve(config, platform, into)
+        if base.fetch is None:
+            from wgobuild.oci import OciError
+
+            raise OciError(f"blob {digest} of {result.reference} is gone: build the image again")
+        base.fetch(digest, into)
+
+    return Built(result.reference, store.read(result.digest), str(result.extra["media_type"]), plat,
+                 dict(result.extra.get("mounts") or {}), fetch)
