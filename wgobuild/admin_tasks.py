@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import inspect
 import json
 from collections.abc import Callable
@@ -16,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from invoke import Task, task
-from invoke.exceptions import Exit
 
 from wgobuild import config as config_mod
 from wgobuild import files, powershell, proc
-from wgobuild.errors import ConfigError, WgobuildError
+from wgobuild.errors import ConfigError
+from wgobuild.invoke_support import plain_errors
 
 _COMMON_HELP = {
     "root": "Go module folder holding wgobuild.toml (default: current folder)",
@@ -43,15 +42,8 @@ def _admin_task(help: dict[str, str]) -> Callable[[Callable[..., Any]], Task]:
     """``@task`` that turns a WgobuildError into one plain message and its exit code (no traceback)."""
 
     def wrap(body: Callable[..., Any]) -> Task:
-        @functools.wraps(body)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return body(*args, **kwargs)
-            except WgobuildError as exc:
-                raise Exit(f"error: {exc}", code=exc.exit_code) from None
-
         params = inspect.signature(body).parameters
-        return task(run, help={k: v for k, v in {**_COMMON_HELP, **help}.items() if k in params})
+        return task(plain_errors(body), help={k: v for k, v in {**_COMMON_HELP, **help}.items() if k in params})
 
     return wrap
 

@@ -1,0 +1,3 @@
+module example.com/gofixtures
+
+go 1.22
