@@ -223,8 +223,9 @@ def run(
                     break
                 if pid:
                     popen.returncode = os.waitstatus_to_exitcode(status)
+                    # CPU from the kernel's accounting (covers children the program waited for). Its ru_maxrss
+                    # is not used: it counts the parent's pages the child held between fork and exec.
                     rusage_cpu = usage.ru_utime + usage.ru_stime
-                    sampler.peak = max(sampler.peak, usage.ru_maxrss * 1024)
                     break
             elif popen.poll() is not None:
                 break
