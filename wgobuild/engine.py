@@ -1,0 +1,583 @@
+"""The Docker Engine backend: build an image from the rendered Dockerfile through the engine's API (docker SDK).
+
+Why the low-level ``APIClient.build``: docker-py has no BuildKit, and the classic builder is the only one Windows
+engines offer for native images anyway; the low-level call streams every step, so progress and the full log can be
+shown and kept. The build context is a tar made here, holding only the Dockerfile and the files it copies, so a
+remote Windows build host (``DOCKER_HOST=ssh://...`` or ``tcp://...``) receives megabytes, not the repository.
+
+The image is built untagged and tagged only after the engine reported success, so an interrupted or failed build
+never leaves the tag on a half-built image. This module's top level stays cheap (the SDK is imported inside
+functions): it is imported when doit creates tasks, on every no-op run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import signal
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wgobuild import dockerfile, files, proc
+from wgobuild.config import Config, Platform
+from wgobuild.errors import ConfigError, StepFailed, WgobuildError
+from wgobuild.image import ImageRequest, ImageResult, LayerInfo
+
+if TYPE_CHECKING:
+    import docker
+
+CONNECT_TIMEOUT_S = 15.0
+API_TIMEOUT_S = 600.0  # inspect/tag/push calls; builds themselves have no read timeout (long RUN steps)
+_REPOSITORY = re.compile(
+    r"^(((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:\d+)?|[A-Za-z0-9-]+:\d+)/)?"
+    r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a RUN step's stderr
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class EngineUnreachable(WgobuildError):
+    """No Docker engine answers where DOCKER_HOST (or the docker context) points."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Connecting
+
+
+def engine_address() -> str:
+    """Where the SDK will connect: ``$DOCKER_HOST``, else the current docker context's host, else the default."""
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return host
+    context = _current_context()
+    if context is not None:
+        return context.Host
+    return "npipe:////./pipe/docker_engine" if os.name == "nt" else "unix:///var/run/docker.sock"
+
+
+def _current_context() -> Any:
+    """The docker CLI's current context when it is not ``default`` (``docker.from_env`` ignores contexts)."""
+    from docker.context import ContextAPI
+
+    name = os.environ.get("DOCKER_CONTEXT") or None
+    with contextlib.suppress(Exception):
+        context = ContextAPI.get_context(name)
+        if context is not None and context.Name != "default" and context.Host:
+            return context
+    return None
+
+
+def connect(timeout: float = CONNECT_TIMEOUT_S) -> docker.DockerClient:
+    """A docker client for the engine at :func:`engine_address`, checked with a ping.
+
+    Raises :class:`EngineUnreachable` (one line: where, why, what to do) instead of the SDK's exceptions.
+    """
+    import docker
+
+    where = engine_address()
+    try:
+        if os.environ.get("DOCKER_HOST"):
+            client = docker.from_env(timeout=int(timeout))
+        else:
+            context = _current_context()
+            if context is not None:
+                client = docker.DockerClient(base_url=context.Host, tls=context.TLSConfig, timeout=int(timeout))
+            else:
+                client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except Exception as exc:  # the SDK raises DockerException, requests' and paramiko's errors, OSError
+        raise EngineUnreachable(
+            f"cannot reach the Docker engine at {where}: {_reason(exc)}. Start Docker (Docker Desktop or dockerd), "
+            "or point DOCKER_HOST (or 'docker context use') at a running engine."
+        ) from None
+    client.api.timeout = API_TIMEOUT_S
+    return client
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause instead of the SDK's nested exception text."""
+    text = str(exc)
+    for marker, reason in (("FileNotFoundError", "no such socket"), ("No such file", "no such socket"),
+                           ("Connection refused", "connection refused"), ("ConnectionRefused", "connection refused"),
+                           ("timed out", "timed out"), ("Timeout", "timed out"), ("Permission denied",
+                           "permission denied (is this user allowed to use the engine?)")):
+        if marker in text:
+            return reason
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cheap checks for doit's uptodate
+
+
+def image_present(image_id: str) -> bool:
+    """True when the engine still holds ``image_id``: one ``GET /images/<id>/json``, nothing else.
+
+    On a local unix socket the request is made with the standard library (no SDK import, a few milliseconds), so a
+    no-op ``doit image`` stays cheap; other hosts (tcp, ssh, npipe, contexts) go through the SDK. An unreachable
+    engine counts as "not present": the image task then runs and says plainly what is wrong.
+    """
+    if not image_id:
+        return False
+    socket_path = _local_socket()
+    if socket_path is not None:
+        status = _unix_get(socket_path, f"/images/{image_id}/json")
+        if status is not None:
+            return status == 200
+    try:
+        client = connect()
+    except EngineUnreachable:
+        return False
+    import docker.errors
+
+    with contextlib.closing(client):
+        try:
+            client.api.inspect_image(image_id)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.DockerException:
+            return False
+    return True
+
+
+def _local_socket() -> str | None:
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host[len("unix://"):]
+    if not host and os.name != "nt" and not os.environ.get("DOCKER_CONTEXT") and not _has_context_config():
+        return "/var/run/docker.sock"
+    return None
+
+
+def _has_context_config() -> bool:
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        return '"currentContext"' in config.read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def _unix_get(socket_path: str, path: str, timeout: float = 5.0) -> int | None:
+    """HTTP status of ``GET path`` on a unix socket, or None when nothing answers there."""
+    import http.client
+    import socket
+
+    class _Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(socket_path)
+
+    conn = _Connection("localhost", timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# References, build context
+
+
+def split_reference(config: Config, reference: str) -> tuple[str, str]:
+    """``repository:tag`` -> (repository, tag), validated before any engine is contacted."""
+    repository, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        repository, tag = reference, "latest"
+    if not _REPOSITORY.match(repository) or len(repository) > 255:
+        raise ConfigError(config.path, "[image].repository",
+                          f"{repository!r} is not a valid image repository (lower-case letters, digits, '.', '_', "
+                          "'-', '/' separated, optionally prefixed by a registry host[:port])")
+    if not _TAG.match(tag):
+        raise ConfigError(config.path, "[image].tag",
+                          f"{tag!r} (from {reference!r}) is not a valid image tag (letters, digits, '_', '.', '-'; "
+                          "at most 128); set [image].tag")
+    return repository, tag
+
+
+def context_entries(config: Config, platform: Platform, docker_dir: Path,
+                    binaries: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Archive name -> local file of everything the build context holds: the Dockerfile and what it copies."""
+    entries = {"Dockerfile": docker_dir / "Dockerfile", ".dockerignore": docker_dir / ".dockerignore"}
+    if config.image.style == "multistage":
+        entries.update(dockerfile.source_files(config, platform))
+    else:
+        for binary in config.binaries:
+            source = (binaries or {}).get(binary.name) or config.binary_path(binary, platform)
+            entries[dockerfile.binary_arcname(config, binary, platform)] = Path(source)
+    if platform.os == "windows" and config.image.runtime == "servercore":
+        entries.update(dockerfile.script_files(config))
+    return entries
+
+
+def write_context(entries: dict[str, Path], fileobj: Any, executables: set[str] | frozenset[str] = frozenset()) -> int:
+    """Write a tar of ``entries`` (sorted, root-owned, fixed modes) to ``fileobj``; returns its size.
+
+    Modes are set here, not taken from disk (a Windows build machine has no exec bit): ``executables`` get 0755.
+    Files keep their real mtime on purpose: the engine's layer diff (vfs, overlay's naive diff) detects a changed
+    file by size and mtime only, so a fixed mtime would silently drop a same-size binary that replaces one in the
+    base image. The build cache is unaffected (its file checksums leave mtime out).
+    """
+    missing = [f"{name} ({path})" for name, path in entries.items() if not Path(path).is_file()]
+    if missing:
+        raise WgobuildError("build context incomplete, missing: " + ", ".join(sorted(missing))
+                            + "; run 'doit compile' (or 'doit image', which builds them first)")
+    start = fileobj.tell()
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs: set[str] = set()
+        for name in sorted(entries):
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                folder = "/".join(parts[:i])
+                if folder not in dirs:
+                    dirs.add(folder)
+                    info = tarfile.TarInfo(folder)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            path = Path(entries[name])
+            info = tarfile.TarInfo(name)
+            stat = path.stat()
+            info.size, info.mtime = stat.st_size, int(stat.st_mtime)
+            info.mode = 0o755 if name in executables else 0o644
+            with open(path, "rb") as handle:
+                tar.addfile(info, handle)
+    return fileobj.tell() - start
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building
+
+
+class _Progress:
+    """Turns the engine's JSON chunks into terminal lines (steps, pulled bytes) and a full log."""
+
+    def __init__(self, label: str, verb: str = "pulling") -> None:
+        self.label, self.verb = label, verb
+        self.log: list[str] = []
+        self.image_id = ""
+        self.containers: set[str] = set()  # "Running in <id>" of this build
+        self.images: set[str] = set()  # "---> <id>" images this build ran steps on
+        self.pulled: dict[str, tuple[int, int]] = {}
+        self._last_pull_echo = 0.0
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        if "error" in chunk:
+            message = str(chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")).strip()
+            self.log.append(f"ERROR: {message}")
+            raise _BuildError(message)
+        if "aux" in chunk and isinstance(chunk["aux"], dict) and chunk["aux"].get("ID"):
+            self.image_id = chunk["aux"]["ID"]
+        if "stream" in chunk:
+            for line in _ANSI.sub("", str(chunk["stream"])).splitlines():
+                if not line.strip():
+                    continue
+                self.log.append(line)
+                if match := re.search(r"Running in ([0-9a-f]{12,64})", line):
+                    self.containers.add(match[1])
+                if match := re.match(r"\s*---> ([0-9a-f]{12,64})\s*$", line):
+                    self.images.add(match[1])
+                proc.echo(line.strip(), self.label)
+        if "status" in chunk:
+            self._status(chunk)
+
+    def _status(self, chunk: dict[str, Any]) -> None:
+        status, layer = str(chunk["status"]), str(chunk.get("id", ""))
+        detail = chunk.get("progressDetail") or {}
+        if detail.get("total"):
+            self.pulled[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+            now = time.monotonic()
+            if now - self._last_pull_echo >= 1.0:
+                self._last_pull_echo = now
+                done = sum(c for c, _ in self.pulled.values())
+                total = sum(t for _, t in self.pulled.values())
+                proc.echo(f"{self.verb}: {len(self.pulled)} layers, {done / 1e6:.1f} of {total / 1e6:.1f} MB",
+                          self.label)
+            return
+        line = f"{layer}: {status}" if layer else status
+        self.log.append(line)
+        if not layer or status in ("Pull complete", "Already exists", "Pushed", "Layer already exists"):
+            proc.echo(line, self.label)
+
+
+class _BuildError(Exception):
+    pass
+
+
+class EngineBackend:
+    """Builds one platform's image on a Docker Engine (local, or remote through DOCKER_HOST / a docker context)."""
+
+    name = "engine"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._client: docker.DockerClient | None = None
+        self._info: dict[str, Any] = {}
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+            self._info = self._client.info()
+        return self._client
+
+    @property
+    def engine_os(self) -> str:
+        self.client  # noqa: B018 - connects and reads info once
+        return str(self._info.get("OSType", "linux"))
+
+    def unavailable(self, platform: Platform) -> str | None:
+        try:
+            engine_os = self.engine_os
+        except EngineUnreachable as exc:
+            return str(exc)
+        if platform.os != engine_os:
+            where = engine_address()
+            if platform.os == "windows":
+                return (f"the engine at {where} runs {engine_os} containers; a {platform} image needs a Windows "
+                        "engine (Docker Desktop in Windows containers mode, or DOCKER_HOST pointing at a Windows "
+                        "build host); the daemonless oci backend builds it without one")
+            return f"the engine at {where} runs {engine_os} containers, not {platform.os} ones"
+        if platform.os == "windows":
+            return self._windows_version_problem(platform)
+        return None
+
+    def _windows_version_problem(self, platform: Platform) -> str | None:
+        """Process isolation needs the image's Windows build to equal the host's; newer never runs on older."""
+        match = re.match(r"^\s*10\.0 (\d+)", str(self._info.get("KernelVersion", "")))
+        if not match:
+            return None
+        host, image = int(match[1]), int(platform.windows_version.split(".")[2])
+        if image > host:
+            return f"the engine's Windows build {host} is older than the image's {image} ({platform.ltsc})"
+        if image != host and self.config.image.isolation == "process":
+            return (f"isolation = 'process' needs the host's Windows build ({host}) to equal the image's {image}; "
+                    "use isolation = 'hyperv' or a matching os.version")
+        return None
+
+    def build(self, request: ImageRequest) -> ImageResult:
+        config, platform = request.config, request.platform
+        repository, tag = split_reference(config, request.reference)  # before contacting anything
+        docker_dir = dockerfile.docker_dir(config, platform)
+        if not (docker_dir / "Dockerfile").is_file():
+            dockerfile.write(config, platform, request.version, docker_dir)
+        entries = context_entries(config, platform, docker_dir, request.binaries)
+        reason = self.unavailable(platform)
+        if reason is not None:
+            raise WgobuildError(f"cannot build the {platform} image on the engine: {reason}")
+        api = self.client.api
+        text = (docker_dir / "Dockerfile").read_text(encoding="utf-8")
+        self._check_bases(text)
+        label = f"image {platform.key}"
+        log_path = config.reports_dir / f"image-{platform.key}.log"
+        start = time.time()
+        with tempfile.TemporaryFile() as context:
+            executables = {dockerfile.binary_arcname(config, b, platform) for b in config.binaries}
+            gzipped = wants_gzip(engine_address())
+            if gzipped:  # a remote engine: fewer bytes over the network are worth the compression time
+                with gzip.GzipFile(fileobj=context, mode="wb", mtime=0) as packed:
+                    write_context(entries, packed, executables)
+            else:
+                write_context(entries, context, executables)
+            context_bytes = context.tell()
+            context.seek(0)
+            proc.echo(f"sending {context_bytes / 1e6:.1f} MB build context ({len(entries)} files"
+                      f"{', gzip' if gzipped else ''}) to {engine_address()}", label)
+            progress = _Progress(label)
+            try:
+                self._stream(api, context, platform, progress, encoding="gzip" if gzipped else None)
+            finally:
+                files.write_text(log_path, "\n".join(progress.log) + "\n")
+        if not progress.image_id:
+            raise StepFailed(f"docker build of {request.reference}: the engine reported no image ID; "
+                             f"full log: {log_path}")
+        api.tag(progress.image_id, repository, tag, force=True)
+        proc.echo(f"tagged {request.reference} ({progress.image_id[:19]})", label)
+        result = self._describe(progress.image_id, request.reference, platform, text)
+        result.extra.update(context_bytes=context_bytes, build_s=round(time.time() - start, 3),
+                            engine=engine_address(), log=str(log_path))
+        return result
+
+    def _build_kwargs(self, platform: Platform) -> dict[str, Any]:
+        """Build options; those a Windows engine rejects (platform, cpu/memory limits) are never sent to one."""
+        image = self.config.image
+        kwargs: dict[str, Any] = {
+            "custom_context": True,
+            "dockerfile": "Dockerfile",
+            "decode": True,
+            "rm": True,
+            "forcerm": True,
+            "pull": image.pull == "always",
+            "labels": dockerfile.build_labels(self.config),
+            "buildargs": dict(image.build_args) or None,
+            "cache_from": list(image.cache_from) or None,
+            "timeout": None,
+        }
+        if self.engine_os == "windows":
+            if image.isolation:
+                kwargs["isolation"] = image.isolation
+        elif _api_at_least(self.client.api.api_version, "1.32"):
+            kwargs["platform"] = platform.goos_goarch
+        return kwargs
+
+    def _stream(self, api: Any, context: Any, platform: Platform, progress: _Progress, encoding: str | None) -> None:
+        """Run the build stream; on an error chunk raise StepFailed, on Ctrl-C clean up and re-raise."""
+        from docker.errors import DockerException
+        from requests.exceptions import RequestException
+
+        started = time.time()
+        stream: Iterator[dict[str, Any]] | None = None
+        try:
+            stream = api.build(fileobj=context, encoding=encoding, **self._build_kwargs(platform))
+            for chunk in stream:
+                progress.feed(chunk)
+        except _BuildError as exc:
+            raise StepFailed(f"docker build for {platform} failed: {exc}\nfull log: "
+                             f"{self.config.reports_dir / f'image-{platform.key}.log'}") from None
+        except (DockerException, RequestException) as exc:  # refused request (HTTP 4xx/5xx), connection lost
+            progress.log.append(f"ERROR: {exc}")
+            detail = getattr(exc, "explanation", None) or _reason(exc)
+            raise StepFailed(f"docker build for {platform} failed: the engine at {engine_address()} answered: "
+                             f"{detail}") from None
+        except KeyboardInterrupt:
+            progress.log.append("interrupted: build cancelled, removing its intermediate containers")
+            proc.echo("interrupted: cancelling the build and removing its intermediate containers", progress.label)
+            with _signals_deferred():
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.close()  # type: ignore[attr-defined]
+                api.close()  # drops the connection: the engine cancels the build
+                self._client = None
+                remove_build_containers(started, progress.containers, progress.images)
+            raise
+
+    def _check_bases(self, text: str) -> None:
+        """With ``pull = 'never'`` a missing base is reported here, before the engine would pull it anyway."""
+        if self.config.image.pull != "never":
+            return
+        import docker.errors
+
+        for base in dockerfile.base_images(text):
+            try:
+                self.client.api.inspect_image(base)
+            except docker.errors.NotFound:
+                raise WgobuildError(f"base image {base} is not in the engine and [image].pull = 'never'; "
+                                    "pull or load it, or set pull = 'missing'") from None
+
+    def _describe(self, image_id: str, reference: str, platform: Platform, text: str) -> ImageResult:
+        """Size and layers of the built image; layers that come from the final stage's base are marked as base."""
+        import docker.errors
+
+        api = self.client.api
+        inspect = api.inspect_image(image_id)
+        history = list(reversed(api.history(image_id)))  # oldest first
+        base_count = 0
+        bases = dockerfile.base_images(text, final_only=True)
+        if bases:
+            with contextlib.suppress(docker.errors.DockerException):
+                base_count = len(api.history(bases[0]))
+        diff_ids = list(inspect.get("RootFS", {}).get("Layers", []))
+        layers: list[LayerInfo] = []
+        for i, entry in enumerate(history):
+            size = int(entry.get("Size") or 0)
+            if size == 0:
+                continue  # metadata-only step (ENV, LABEL, USER ...): no layer
+            layers.append(LayerInfo(digest=str(entry.get("Id", "")), size=size, from_base=i < base_count))
+        if len(layers) == len(diff_ids):
+            for layer, diff_id in zip(layers, diff_ids, strict=True):
+                layer.digest = diff_id
+        return ImageResult(backend=self.name, platform=str(platform), reference=reference, digest=image_id,
+                           size=int(inspect.get("Size") or 0), layers=layers,
+                           extra={"os": inspect.get("Os"), "architecture": inspect.get("Architecture"),
+                                  "os_version": inspect.get("OsVersion", "")})
+
+    def push(self, reference: str) -> None:
+        push(reference, client=self.client)
+
+    def image_present(self, image_id: str) -> bool:
+        return image_present(image_id)
+
+
+def wants_gzip(address: str) -> bool:
+    """Compress the build context for engines reached over a network (tcp://, ssh://), not for local sockets."""
+    return not address.startswith(("unix://", "npipe://"))
+
+
+def _api_at_least(version: str, wanted: str) -> bool:
+    def key(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("."))
+
+    return key(version) >= key(wanted)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Let a clean-up finish even if Ctrl-C is pressed again meanwhile (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def remove_build_containers(since: float, containers: set[str], images: set[str], settle_s: float = 3.0) -> list[str]:
+    """Remove the containers an interrupted build left: those it named, and those created since ``since`` from one
+    of its intermediate images. Polls until ``settle_s`` passes with nothing new (the engine may still be starting
+    the step it was on when the connection dropped). Returns the removed container IDs."""
+    import docker.errors
+
+    client = connect()
+    removed: list[str] = []
+    quiet_since = time.monotonic()
+    with contextlib.closing(client):
+        while time.monotonic() - quiet_since < settle_s:
+            found = []
+            for item in client.api.containers(all=True):
+                ident, image_id = item["Id"], str(item.get("ImageID", "")).removeprefix("sha256:")
+                ours = any(ident.startswith(c) for c in containers) or (
+                    item.get("Created", 0) >= since - 2 and any(image_id.startswith(i) for i in images))
+                if ours and ident not in removed:
+                    found.append(ident)
+            for ident in found:
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.api.remove_container(ident, force=True)
+                removed.append(ident)
+            if found:
+                quiet_since = time.monotonic()
+            time.sleep(0.3)
+    return removed
+
+
+def push(reference: str, client: docker.DockerClient | None = None) -> None:
+    """Push ``reference`` with progress; credentials come from ``~/.docker/config.json`` as for ``docker push``."""
+    own = client is None
+    client = client or connect()
+    label = f"push {reference}"
+    repository, _, tag = reference.rpartition(":")
+    if not repository or "/" in tag:
+        repository, tag = reference, "latest"
+    progress = _Progress(label, verb="pushing")
+    try:
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+            progress.feed(chunk)
+    except _BuildError as exc:
+        raise StepFailed(f"docker push {reference} failed: {exc}") from None
+    finally:
+        if own:
+            client.close()
+    proc.echo("pushed", label)
