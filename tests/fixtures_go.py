@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,9 +58,9 @@ def copy_hello(dest: Path, **image: str) -> Path:
 
 
 @pytest.fixture
-def hello(tmp_path: Path) -> Path:
-    """examples/hello in a temporary folder, building images daemonless (no engine or registry needed)."""
-    return copy_hello(tmp_path / "hello", backend='"oci"')
+def hello(tmp_path: Path, seeded_bases: Any) -> Path:
+    """examples/hello in a temporary folder, building both images daemonless on the test registry's bases."""
+    return copy_hello(tmp_path / "hello", backend='"oci"', windows_base=f'"{seeded_bases.windows}"')
 
 
 def write_module(root: Path, platforms: str = '["linux/amd64"]') -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fixtures_go import run_doit
+from fixtures_go import copy_hello, run_doit
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,8 @@ def test_second_run_does_nothing_and_says_so(hello: Path) -> None:
     linux = next(i for i in images["images"] if i["platform"] == "linux/amd64")
     assert linux["backend"] == "oci" and linux["digest"].startswith("sha256:") and linux["app_size"] > 0
     windows = next(i for i in images["images"] if i["platform"] == "windows/amd64")
-    assert windows["backend"] == "none" and "windows_base" in windows["extra"]["unavailable"]
-    assert "windows/amd64: not built:" in first.output
+    assert windows["backend"] == "oci" and windows["base_size"] > 0 and windows["app_size"] > 0
+    assert images["tag"]["digest"].startswith("sha256:")
     second = run_doit(hello, "image")
     assert second.returncode == 0, second.output
     assert second.ran == set(), second.output
@@ -173,3 +173,18 @@ def test_doit_clean_removes_outputs(hello: Path) -> None:
     result = run_doit(hello, "clean", "-a")
     assert result.returncode == 0, result.output
     assert not (hello / "dist/linux-amd64/hello").exists()
+
+
+def test_unbuildable_platform_is_one_line_in_auto_mode_and_an_error_when_named(tmp_path: Path) -> None:
+    root = copy_hello(tmp_path / "hello", windows_base='"127.0.0.1:9/windows/nanoserver"')
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('["windows/amd64", "linux/amd64"]', '["windows/amd64"]'))
+    no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    auto = run_doit(root, "image", env=no_engine)
+    assert auto.returncode == 0, auto.output
+    line = next(x for x in auto.output.splitlines() if x.startswith("windows/amd64: not built:"))
+    assert "127.0.0.1:9" in line and "windows_base" in line and "Traceback" not in auto.output
+    toml.write_text(toml.read_text().replace("[image]\n", '[image]\nbackend = "engine"\n'))
+    named = run_doit(root, "image", env=no_engine)
+    assert named.returncode == 1, named.output
+    assert "cannot reach the Docker engine" in named.output and "Traceback" not in named.output

@@ -44,13 +44,13 @@ def host_platform() -> Platform:
 def step(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
     """Wrap a core call as a doit action: figures go to the run report, a WgobuildError fails only this task."""
 
-    def action() -> TaskFailed | None:
+    def action(**options: Any) -> TaskFailed | None:
         start, cpu_start = time.perf_counter(), time.thread_time()
         status = "failed"
         with proc.collecting() as runs:
             try:
                 proc.check_stopping()
-                fn(*args, **kwargs)
+                fn(*args, **kwargs, **options)
                 status = "ran"
                 return None
             except WgobuildError as exc:
@@ -208,18 +208,26 @@ class Project:
 
     def task_image_platform(self) -> Iterator[dict]:
         """Build one image per platform (Docker Engine, or daemonless OCI where no engine can)."""
-        from wgobuild import imaging
+        from wgobuild import dockerfile, imaging
 
         cfg = self.cfg
         for platform in cfg.platforms:
             record = imaging.record_path(cfg, platform)
-            binaries = [str(cfg.binary_path(b, platform)) for b in cfg.binaries]
+            inputs = [str(cfg.binary_path(b, platform)) for b in cfg.binaries]
+            inputs.append(str(self.docker_dir(platform) / "Dockerfile"))
+            after = ["test", "golden"]
+            if cfg.image.style == "multistage":  # compiled inside the builder stage: the Go sources are the input
+                inputs += sorted({f for files in self.deps(Platform(platform.os, platform.arch)).values()
+                                  for f in files})
+            if platform.os == "windows" and cfg.image.runtime == "servercore":
+                inputs += [str(p) for p in dockerfile.script_files(cfg).values()]
+                after.append("scripts")
             yield {
                 "name": platform.key,
                 "actions": [step(f"image-platform:{platform.key}", imaging.build_platform, cfg, platform,
                                  self.version)],
-                "file_dep": [*binaries, str(self.docker_dir(platform) / "Dockerfile")],
-                "task_dep": ["test", "golden"],
+                "file_dep": inputs,
+                "task_dep": after,
                 "targets": [str(record)],
                 "uptodate": [config_changed(self.image_settings(platform)),
                              lambda task, values, record=record: imaging.still_present(record)],
@@ -238,8 +246,11 @@ class Project:
             "file_dep": records,
             "task_dep": ["scripts"],
             "targets": [str(summary)],
+            "params": [{"name": "push", "long": "push", "type": bool, "default": False,
+                        "help": "push the image(s) to the registry of image.repository"}],
             "uptodate": [config_changed({"push": cfg.image.push, "outputs": cfg.image.outputs,
-                                         "reference": cfg.image_repository, "tag": cfg.image.tag})],
+                                         "reference": cfg.image_repository, "tag": cfg.image.tag}),
+                         lambda task, values: not task.options.get("push")],
             "clean": True,
         }
 

@@ -28,6 +28,8 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
     try:
         backend = choose_backend(cfg, platform)
     except NoBackend as exc:
+        if cfg.image.backend != "auto":  # the backend asked for by name must work: fail the step
+            raise
         proc.echo(f"skipped: {exc}", f"image-platform:{platform.key}")
         result = ImageResult(backend="none", platform=str(platform), reference="", digest="", size=0,
                              extra={"unavailable": str(exc)})
@@ -59,8 +61,9 @@ def still_present(record: Path) -> bool:
     return all(Path(out).exists() for out in result.outputs if Path(out).is_absolute())
 
 
-def publish(cfg: Config, version: str) -> list[ImageResult]:
-    """Write the multi-platform outputs (OCI layout/index, docker-save tar), push when configured, report sizes."""
+def publish(cfg: Config, version: str, push: bool = False) -> list[ImageResult]:
+    """Write the multi-platform outputs (OCI layout/index, docker-save tar), push when asked, report sizes."""
+    push = push or cfg.image.push
     results = [ImageResult.load(record_path(cfg, p)) for p in cfg.platforms]
     built = [r for r in results if r.backend != "none"]
     oci_results = [r for r in built if r.backend == "oci"]
@@ -68,9 +71,9 @@ def publish(cfg: Config, version: str) -> list[ImageResult]:
     if oci_results:
         from wgobuild.oci import backend as oci_backend
 
-        summary["tag"] = oci_backend.publish(cfg, oci_results, push=cfg.image.push,
+        summary["tag"] = oci_backend.publish(cfg, oci_results, push=push,
                                              reference=image_reference(cfg, version))
-    if cfg.image.push:
+    if push:
         from wgobuild import engine
 
         for result in built:
