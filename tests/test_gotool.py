@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from xml.etree import ElementTree as ET
 
 import pytest
 from fixtures_go import HELLO
@@ -74,29 +73,6 @@ def test_dependency_cache_follows_source_changes(multi: Path) -> None:
     second = gotool.cached_dependencies(multi, cache, packages, LINUX, [], False, set())
     assert str(multi / "lib/unused/unused.go") in second["worker"]
     assert str(multi / "lib/unused/unused.go") not in first["worker"]
-
-
-def test_go_test_report_names_failures_and_writes_junit(multi: Path, tmp_path: Path) -> None:
-    junit = tmp_path / "junit.xml"
-    report = gotool.test(multi, ["./..."], flags=[], timeout="60s", tags=[], cgo=False, junit=junit)
-    assert report.ok and report.count("pass") == 1
-    (multi / "lib/jobs/jobs_test.go").write_text(
-        'package jobs\n\nimport "testing"\n\nfunc TestNext(t *testing.T) { t.Log("checking"); t.Fatal("want 2") }\n'
-        "\nfunc TestOther(t *testing.T) {}\n")
-    with pytest.raises(StepFailed) as caught:
-        gotool.test(multi, ["./..."], flags=[], timeout="60s", tags=[], cgo=False, junit=junit)
-    summary = str(caught.value)
-    assert "1 passed, 1 failed" in summary
-    assert "FAIL example.com/multi/lib/jobs TestNext" in summary and "want 2" in summary
-    suites = ET.parse(junit).getroot()
-    failures = [c.get("name") for c in suites.iter("testcase") if c.find("failure") is not None]
-    assert failures == ["TestNext"]
-
-
-def test_go_test_build_failure_is_reported(multi: Path, tmp_path: Path) -> None:
-    (multi / "lib/jobs/jobs_test.go").write_text('package jobs\n\nimport "testing"\n\nfunc TestX(t *testing.T) { x }\n')
-    with pytest.raises(StepFailed, match="FAIL"):
-        gotool.test(multi, ["./..."], flags=[], timeout="60s", tags=[], cgo=False, junit=tmp_path / "j.xml")
 
 
 def test_golden_passes_and_shows_a_diff(tmp_path: Path) -> None:

@@ -52,14 +52,67 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_doit(args: list[str], root: Path | None = None) -> int:
-    """Run doit with the tasks of the module at ``root`` (default: cwd), ignoring the user's doit config files."""
-    from doit.cmd_base import ModuleTaskLoader
+    """Run a doit command on the tasks of the module at ``root`` (default: cwd).
+
+    The user's doit config files are ignored and no third-party doit plugins are loaded: looking plugins up scans
+    every installed package's metadata on each start, a large share of a no-op run.
+    """
+    from doit.cmd_base import TaskLoader2
     from doit.doit_cmd import DoitMain
+    from doit.loader import generate_tasks
 
-    from wgobuild.doit_tasks import load_tasks
+    from wgobuild.doit_tasks import task_creators
 
-    tasks = load_tasks(Path.cwd() if root is None else root)
-    return DoitMain(ModuleTaskLoader(tasks), config_filenames=()).run(args)
+    class Loader(TaskLoader2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.namespace = task_creators(Path.cwd() if root is None else root)
+
+        def load_doit_config(self) -> dict:
+            return self.namespace["DOIT_CONFIG"]
+
+        def load_tasks(self, cmd: object, pos_args: list[str]) -> list:
+            creators = [(k.removeprefix("task_"), v) for k, v in self.namespace.items() if k.startswith("task_")]
+            return [task for name, creator in creators for task in generate_tasks(name, creator(), creator.__doc__)]
+
+    class Main(DoitMain):
+        DOIT_CMDS = tuple(_without_plugins(cmd) for cmd in DoitMain.DOIT_CMDS)
+
+        def get_cmds(self):  # type: ignore[no-untyped-def]
+            from doit.plugin import PluginDict
+
+            commands = PluginDict()
+            for cmd in self.DOIT_CMDS:
+                commands[cmd.get_name()] = cmd
+            return commands
+
+    return Main(Loader(), config_filenames=()).run(args)
+
+
+def _without_plugins(command: type) -> type:
+    """A doit command class that uses doit's built-in backends and reporters only."""
+
+    class Command(command):  # type: ignore[misc, valid-type]
+        def get_backends(self) -> dict:
+            from doit.dependency import DbmDB, JsonDB, SqliteDB
+
+            backends = {"dbm": DbmDB, "json": JsonDB, "sqlite3": SqliteDB}
+            if "backend" in self.cmdparser:
+                self.cmdparser["backend"].choices = {k: "" for k in backends}
+            return backends
+
+        def get_reporters(self) -> dict:
+            from doit import reporter
+
+            reporters = {"console": reporter.ConsoleReporter, "executed-only": reporter.ExecutedOnlyReporter,
+                         "json": reporter.JsonReporter, "zero": reporter.ZeroReporter,
+                         "error-only": reporter.ErrorOnlyReporter}
+            if "reporter" in self.cmdparser:
+                self.cmdparser["reporter"].choices = {k: v.desc for k, v in reporters.items()}
+            return reporters
+
+    Command.__name__ = Command.__qualname__ = command.__name__
+    return Command
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ A ``dodo.py`` is two lines::
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -67,6 +68,16 @@ def step(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callab
 
     action.__name__ = f"step_{name}"
     return action
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``wgobuild.<module>.<name>``, imported only when its step runs: a no-op run never loads it."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(f"wgobuild.{module}"), name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
 
 
 class Reporter(ConsoleReporter):
@@ -139,8 +150,8 @@ class Project:
         cfg, test = self.cfg, self.cfg.test
         junit = cfg.reports_dir / "junit.xml"
         return {
-            "actions": [step("test", gotool.test, cfg.root, test.packages, flags=test.flags, timeout=test.timeout,
-                             tags=cfg.build.tags, cgo=cfg.build.cgo, junit=junit, label="test")]
+            "actions": [step("test", lazy("gotest", "test"), cfg.root, test.packages, flags=test.flags,
+                             timeout=test.timeout, tags=cfg.build.tags, cgo=cfg.build.cgo, junit=junit, label="test")]
             if test.enabled else [],
             "file_dep": self.test_inputs(),
             "targets": [str(junit)] if test.enabled else [],
@@ -250,7 +261,7 @@ class Project:
                         "help": "push the image(s) to the registry of image.repository"}],
             "uptodate": [config_changed({"push": cfg.image.push, "outputs": cfg.image.outputs,
                                          "reference": cfg.image_repository, "tag": cfg.image.tag}),
-                         lambda task, values: not task.options.get("push")],
+                         lambda task, values: not (task.options or {}).get("push")],
             "clean": True,
         }
 
@@ -287,6 +298,11 @@ def load_tasks(root: str | Path = ".", config_file: str | Path | None = None) ->
         caller = sys._getframe(1).f_globals.get("__file__")
         base = Path(caller).resolve().parent if caller else Path.cwd()
         root = base / root
+    return task_creators(root, config_file)
+
+
+def task_creators(root: str | Path, config_file: str | Path | None = None) -> dict[str, Any]:
+    """``DOIT_CONFIG`` and the ``task_*`` creators, in the order doit should list them."""
     try:
         cfg = config_mod.load(root, config_file)
         project = Project(cfg)
