@@ -88,7 +88,7 @@ def noop(root: Path, package: str, runs: int) -> None:
     out = root / "gobuild-out"
     go_build = [go, "build", "-trimpath", "-ldflags", "-s -w -X main.version=1.0.0", "-o", out, package]
     go_s = median(go_build, root, runs, env)
-    doit_s = median([sys.executable, "-m", "doit", "image"], root, runs)
+    doit_s = median([PYTHON_BIN / "doit", "image"], root, runs)
     wgo_s = median([PYTHON_BIN / "wgobuild", "image"], root, runs)
     print(f"  go build no-op (warm cache)   {go_s * 1000:7.0f} ms")
     print(f"  doit image no-op              {doit_s * 1000:7.0f} ms   {doit_s / go_s:.2f}x go build")
@@ -106,11 +106,11 @@ def makefile_vs_incremental(root: Path, runs: int) -> None:
     make_s = median(make, root, runs, env)
     main = root / "main.go"
     original = main.read_text()
-    timed([sys.executable, "-m", "doit", "image"], root)
+    timed([PYTHON_BIN / "doit", "image"], root)
     samples = []
     for i in range(runs):  # a real code change (the log line), so the binary and the image change too
         main.write_text(original.replace('"hello %s listening on %s"', f'"hello %s listening on %s ({i})"'))
-        samples.append(timed([sys.executable, "-m", "doit", "image"], root))
+        samples.append(timed([PYTHON_BIN / "doit", "image"], root))
     main.write_text(original)
     doit_s = statistics.median(samples)
     print(f"  make build (clean+compile+test, 1 platform)   {make_s:6.2f} s")
@@ -127,7 +127,7 @@ def matrix(root: Path, runs: int) -> None:
         samples = []
         for i in range(runs):
             toml.write_text(base.replace('version = "git"', f'version = "9.{len(samples)}.{i}{len(label)}"'))
-            samples.append(timed([sys.executable, "-m", "doit", *extra, "compile"], root))
+            samples.append(timed([PYTHON_BIN / "doit", *extra, "compile"], root))
         results[label] = statistics.median(samples)
         print(f"  4-platform compile after a version bump, {label:15} {results[label]:6.2f} s")
     print(f"  speed-up with -n 2: {results['serial'] / results['-n 2 -P thread']:.2f}x")

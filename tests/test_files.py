@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,14 @@ def test_sha256_file_streams(tmp_path: Path) -> None:
     target = tmp_path / "blob"
     target.write_bytes(b"abc")
     assert files.sha256_file(target, chunk=1) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_identical_output_keeps_the_old_file_and_its_mtime(tmp_path: Path) -> None:
+    target = tmp_path / "bin"
+    files.write_bytes(target, b"same bytes")
+    os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+    files.write_bytes(target, b"same bytes")
+    assert target.stat().st_mtime_ns == 1_000_000_000
+    files.write_bytes(target, b"other byte")
+    assert target.read_bytes() == b"other byte" and target.stat().st_mtime_ns != 1_000_000_000
+    assert [p.name for p in tmp_path.iterdir()] == ["bin"]

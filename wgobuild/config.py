@@ -37,6 +37,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _GO_PACKAGE = re.compile(r"^(\.|\./[A-Za-z0-9._/-]+|[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)$")
 
 
+# Settings sections: frozen, and without the generated __eq__/__hash__/__repr__ nothing uses; each generated method
+# is compiled at import, on every run, no-op runs included.
+section = dataclass(frozen=True, eq=False, repr=False)
+
+
 @dataclass(frozen=True)
 class Platform:
     """One build target: GOOS, GOARCH and, for Windows images, the host os.version it is meant for."""
@@ -101,7 +106,7 @@ def _check_name(where: str, value: str, path: Path) -> None:
         raise ConfigError(path, where, f"{value!r} must be 1-63 letters, digits, '.', '_' or '-'")
 
 
-@dataclass(frozen=True)
+@section
 class Project:
     name: str = ""
     version: str = "git"
@@ -113,7 +118,7 @@ class Project:
             raise ConfigError(path, f"{where}.version", f"{self.version!r}: use 'git' or a version such as 1.2.3")
 
 
-@dataclass(frozen=True)
+@section
 class Binary:
     name: str
     package: str = "."
@@ -124,7 +129,7 @@ class Binary:
             raise ConfigError(path, f"{where}.package", f"{self.package!r} is not a Go package path such as ./cmd/svc")
 
 
-@dataclass(frozen=True)
+@section
 class Build:
     platforms: list[str] = field(default_factory=lambda: ["windows/amd64", "linux/amd64"])
     ldflags: list[str] = field(default_factory=list)
@@ -158,7 +163,7 @@ class Build:
         return [Platform.parse(p) for p in self.platforms]
 
 
-@dataclass(frozen=True)
+@section
 class Test:
     packages: list[str] = field(default_factory=lambda: ["./..."])
     flags: list[str] = field(default_factory=list)
@@ -170,7 +175,7 @@ class Test:
             raise ConfigError(path, f"{where}.timeout", f"{self.timeout!r}: use a Go duration such as 90s or 10m")
 
 
-@dataclass(frozen=True)
+@section
 class Golden:
     name: str
     input: str
@@ -182,7 +187,7 @@ class Golden:
         _check_name(f"{where}.name", self.name, path)
 
 
-@dataclass(frozen=True)
+@section
 class Image:
     backend: str = "auto"  # auto | engine | oci
     repository: str = ""  # default: project name
@@ -240,7 +245,7 @@ class Image:
                                   "docker-archive:PATH or scratch")
 
 
-@dataclass(frozen=True)
+@section
 class Harden:
     service_name: str = ""  # default: project name
     services: list[str] = field(default_factory=lambda: ["Spooler"])
@@ -257,7 +262,7 @@ class Harden:
             raise ConfigError(path, f"{where}.account", "identity = 'local-user' needs an account name")
 
 
-@dataclass(frozen=True)
+@section
 class Logs:
     dir: str = "C:\\logs"
     pattern: str = "*.log"
@@ -278,7 +283,7 @@ class Logs:
             raise ConfigError(path, f"{where}.schedule", f"{self.schedule!r}: use a time of day such as 03:00")
 
 
-@dataclass(frozen=True)
+@section
 class Service:
     display_name: str = ""
     description: str = ""
@@ -296,7 +301,7 @@ class Service:
             raise ConfigError(path, f"{where}.stop_timeout_s", "must be 1-3600 seconds")
 
 
-@dataclass(frozen=True)
+@section
 class Limits:
     memory: str = ""  # e.g. "512MiB"; "" = no cap
     cpus: float = 0.0  # 0 = no cap
@@ -327,7 +332,7 @@ class Limits:
                 raise ConfigError(path, f"{where}.affinity[{i}]", f"{cpu}: CPU numbers are 0 or more, each listed once")
 
 
-@dataclass(frozen=True)
+@section
 class Run:
     name: str = ""  # container name; default: project name
     ports: list[str] = field(default_factory=list)  # "8080:8080"
@@ -384,7 +389,7 @@ class Run:
                 raise ConfigError(path, f"{where}.env.{key}", "environment variable names are letters, digits, '_'")
 
 
-@dataclass(frozen=True)
+@section
 class Config:
     """The whole validated configuration of one Go module."""
 

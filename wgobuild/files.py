@@ -33,13 +33,36 @@ def temp_path(target: Path) -> Path:
     return Path(name)
 
 
+def same_content(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    """True when both files exist with identical bytes (sizes compared first, then chunk by chunk)."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                block = fa.read(chunk)
+                if block != fb.read(chunk):
+                    return False
+                if not block:
+                    return True
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces ``target``, on any error it is removed."""
+    """Yield a temporary path; on success it replaces ``target``, on any error it is removed.
+
+    When the new file is byte-identical to ``target`` the old file is kept, mtime and all ("move if changed"):
+    doit then sees an unchanged file without re-hashing it on every later run.
+    """
     tmp = temp_path(target)
     try:
         yield tmp
-        os.replace(tmp, target)
+        if same_content(tmp, target):
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wgobuild import files, proc
 from wgobuild.config import Config, Platform
-from wgobuild.image import ImageRequest, ImageResult, NoBackend, choose_backend, image_reference
 from wgobuild.report import human_size
+
+if TYPE_CHECKING:
+    from wgobuild.image import ImageResult
 
 
 def record_path(cfg: Config, platform: Platform) -> Path:
@@ -23,6 +26,8 @@ def record_path(cfg: Config, platform: Platform) -> Path:
 
 def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult:
     """Build one platform's image with the first backend that can; record an unavailable platform plainly."""
+    from wgobuild.image import ImageRequest, ImageResult, NoBackend, choose_backend, image_reference
+
     record = record_path(cfg, platform)
     files.remove(record)  # a failed build must not leave the previous record looking current
     try:
@@ -48,21 +53,26 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
 
 
 def still_present(record: Path) -> bool:
-    """doit ``uptodate`` check: the recorded image still exists where it was built (one cheap look, no build)."""
+    """doit ``uptodate`` check: the recorded image still exists where it was built (one cheap look, no build).
+
+    Runs on every no-op run, so it reads the record's JSON directly instead of importing the image machinery.
+    """
     try:
-        result = ImageResult.load(record)
-    except (OSError, ValueError, TypeError):
+        result = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return False
-    if result.backend == "engine":
+    if result.get("backend") == "engine":
         from wgobuild import engine
 
-        return engine.image_present(result.digest)
+        return engine.image_present(result["digest"])
     # Daemonless outputs are files: present when every one written is still there.
-    return all(Path(out).exists() for out in result.outputs if Path(out).is_absolute())
+    return all(Path(out).exists() for out in result.get("outputs", []) if Path(out).is_absolute())
 
 
 def publish(cfg: Config, version: str, push: bool = False) -> list[ImageResult]:
     """Write the multi-platform outputs (OCI layout/index, docker-save tar), push when asked, report sizes."""
+    from wgobuild.image import ImageResult, image_reference
+
     push = push or cfg.image.push
     results = [ImageResult.load(record_path(cfg, p)) for p in cfg.platforms]
     built = [r for r in results if r.backend != "none"]
