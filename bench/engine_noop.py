@@ -1,6 +1,6 @@
 """Benchmark: a no-op ``doit image`` (engine backend) against the ``docker build`` the baseline Makefile runs.
 
-The baseline flow (``/work/shared/baseline/Makefile``, ``make image``) ends with ``docker build -t IMAGE .`` in the
+The baseline flow (``bench/baseline/Makefile``, ``make image``) ends with ``docker build -t IMAGE .`` in the
 module root on every run, even when nothing changed: the CLI tars and sends the whole folder, and the engine walks
 its cache step by step. A no-op ``doit image`` checks file stats and asks the engine one question (is the recorded
 image ID still there). Both run here on the same engine and the same unchanged tree of ``examples/hello``
@@ -14,6 +14,7 @@ engine answers, else starts a private dockerd (vfs storage) the way the test sui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,9 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from engine_host import running_engine  # noqa: E402
+
 from wgobuild import engine, gotool, proc  # noqa: E402
 
-BASELINES = [Path("/work/shared/baseline/Makefile"), REPO.parent / "shared" / "baseline" / "Makefile"]
+BASELINES = [REPO / "bench" / "baseline" / "Makefile"]
 DODO = 'from wgobuild.doit_tasks import load_tasks\nglobals().update(load_tasks("."))\n'
 
 
@@ -86,15 +89,8 @@ def main() -> int:
     # Measure as on a developer machine: Python caches compiled modules (some sandboxes turn that off).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
-    daemon = None
-    try:
-        engine.connect(timeout=5).close()
-    except engine.EngineUnreachable:
-        from fixtures_docker import Dockerd
-
-        daemon = Dockerd()
-        daemon.start()
-        os.environ["DOCKER_HOST"] = daemon.url
+    stack = contextlib.ExitStack()
+    stack.enter_context(running_engine())
     work = Path(tempfile.mkdtemp(prefix="wgb-bench-"))
     try:
         root = prepare(work / "hello")
@@ -139,8 +135,7 @@ def main() -> int:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if daemon is not None:
-            daemon.stop()
+        stack.close()
     mb = 1e6
     print(f"| measure (median of {figures['runs']}; {figures['cpus']} CPUs, load {figures['load_average_1m']}) "
           "| value |\n|---|---|")

@@ -15,6 +15,7 @@ engine answers, else starts a private dockerd (vfs storage) the way the test sui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import io
@@ -31,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+
+from engine_host import running_engine  # noqa: E402
 
 from wgobuild import config as wconfig  # noqa: E402
 from wgobuild import engine, gotool, proc  # noqa: E402
@@ -122,15 +125,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     options = parser.parse_args()
-    daemon = None
-    try:
-        engine.connect(timeout=5).close()
-    except engine.EngineUnreachable:
-        from fixtures_docker import Dockerd
-
-        daemon = Dockerd()
-        daemon.start()
-        os.environ["DOCKER_HOST"] = daemon.url
+    stack = contextlib.ExitStack()
+    stack.enter_context(running_engine())
     work = Path(tempfile.mkdtemp(prefix="wgb-oci-bench-"))
     figures: dict[str, object] = {"runs": options.runs}
     try:
@@ -198,8 +194,7 @@ def main() -> int:
                        big_wall_s=round(result.wall_s, 2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if daemon is not None:
-            daemon.stop()
+        stack.close()
     print(f"| measure (median of {figures['runs']}) | value |\n|---|---|")
     print(f"| linux/amd64, daemonless (oci) | {figures['oci_linux_s']:.3f} s |")
     print(f"| linux/amd64, engine backend (classic builder) | {figures['engine_linux_s']:.3f} s |")

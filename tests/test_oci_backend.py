@@ -10,6 +10,7 @@ from fixtures_registry import VERSION, WINDOWS_VERSIONS, oci_config, skopeo
 
 from wgobuild import proc
 from wgobuild.config import Platform
+from wgobuild.errors import WgobuildError
 from wgobuild.image import ImageRequest, ImageResult, choose_backend
 from wgobuild.oci import OciError
 from wgobuild.oci import manifest as mf
@@ -126,7 +127,7 @@ def test_source_date_epoch_sets_created(seeded_bases, oci_binaries, tmp_path, mo
     assert cfg["created"] == "2023-11-14T22:13:20Z" and cfg["config"]["User"] == "65532"
     assert cfg["config"]["Entrypoint"] == ["/app/hello"]
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(OciError, match="SOURCE_DATE_EPOCH"):
+    with pytest.raises(WgobuildError, match="SOURCE_DATE_EPOCH='yesterday' must be a number"):
         OciBackend(config).build(ImageRequest(config, config.platforms[0], {"hello": oci_binaries["linux"]},
                                               "hello:1", VERSION))
 

@@ -14,10 +14,8 @@ it, and the engine uses it to find base images.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from wgobuild import files
@@ -94,29 +92,15 @@ def _relative(config: Config, path: Path, key: str) -> str:
     return rel
 
 
-def source_date_epoch() -> int | None:
-    """``SOURCE_DATE_EPOCH`` as an int (reproducible timestamps), None when unset."""
-    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        raise WgobuildError(f"SOURCE_DATE_EPOCH={text!r} must be a number of seconds since 1970-01-01")
-    return int(text)
-
-
-def _rfc3339(epoch: int | None) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC) if epoch is not None else datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def build_labels(config: Config) -> dict[str, str]:
     """OCI labels known only when the image is built (passed through the API, so the Dockerfile stays stable):
     the git revision and, without ``SOURCE_DATE_EPOCH``, the creation time."""
     from wgobuild import proc
+    from wgobuild.image import rfc3339, source_date_epoch
 
     labels: dict[str, str] = {}
     if source_date_epoch() is None:
-        labels["org.opencontainers.image.created"] = _rfc3339(None)
+        labels["org.opencontainers.image.created"] = rfc3339(None)
     try:
         result = proc.run(["git", "rev-parse", "HEAD"], cwd=config.root, quiet=True)
         if result.ok and re.fullmatch(r"[0-9a-f]{40,64}", result.output.strip()):
@@ -235,9 +219,11 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
     labels = {"org.opencontainers.image.title": config.project.name, "org.opencontainers.image.version": version}
     if config.project.source:
         labels["org.opencontainers.image.source"] = config.project.source
+    from wgobuild.image import rfc3339, source_date_epoch
+
     epoch = source_date_epoch()
     if epoch is not None:
-        labels["org.opencontainers.image.created"] = _rfc3339(epoch)
+        labels["org.opencontainers.image.created"] = rfc3339(epoch)
     for key, value in image.labels.items():
         if not _LABEL_KEY.match(key):
             raise ConfigError(config.path, f"[image].labels.{key}",

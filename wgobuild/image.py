@@ -9,6 +9,8 @@ target, else oci) lives in :func:`choose_backend`.
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -86,6 +88,21 @@ class ImageBackend(Protocol):
 
     def build(self, request: ImageRequest) -> ImageResult:
         """Build (and tag) the image of one platform."""
+
+
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` as an int (reproducible timestamps), None when unset; a bad value is an error."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise WgobuildError(f"SOURCE_DATE_EPOCH={text!r} must be a number of seconds since 1970-01-01")
+    return int(text)
+
+
+def rfc3339(epoch: int | None) -> str:
+    """``epoch`` (now when None) as the UTC timestamp image configs and labels use."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 class NoBackend(WgobuildError):

@@ -125,12 +125,13 @@ def _on_signal(signum: int, _frame: object) -> None:
     kill_all_live()
 
 
-def install_signal_handlers() -> None:
+def install_signal_handlers(handler: Callable[[int, object], None] | None = None) -> None:
     """Turn the first SIGINT/SIGTERM (CTRL_BREAK on Windows) into an orderly stop.
 
     Running process trees are killed at once and every later :func:`run` raises :class:`Interrupted`, which the
     task wiring reports as a failed step; worker threads of ``doit -P thread`` see it too, unlike a
     KeyboardInterrupt, which only reaches the main thread. A second signal raises KeyboardInterrupt.
+    ``handler`` replaces that behaviour (the ``serve`` supervisor stops its service instead).
     Only the main thread may install handlers; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -139,7 +140,7 @@ def install_signal_handlers() -> None:
         sig = getattr(signal, name, None)
         if sig is not None:
             with contextlib.suppress(OSError, ValueError):
-                signal.signal(sig, _on_signal)
+                signal.signal(sig, handler or _on_signal)
 
 
 def _popen(

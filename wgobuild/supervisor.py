@@ -318,13 +318,7 @@ class Supervisor:
 
     def install_signal_handlers(self) -> None:
         """Ctrl-C / SIGTERM / Ctrl-Break: stop the service gracefully (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig_name in ("SIGINT", "SIGTERM", "SIGBREAK", "SIGHUP"):
-            sig = getattr(signal, sig_name, None)
-            if sig is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, lambda *_a: self._stop.set())
+        proc.install_signal_handlers(lambda *_a: self._stop.set())
 
     def serve(self) -> int:
         """Supervise until stopped (returns 0) or the service exits 0 (returns 0); raise ServeGaveUp otherwise."""

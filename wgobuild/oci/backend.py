@@ -9,14 +9,12 @@ Module top level stays cheap: it is imported when doit tasks are created.
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wgobuild.config import Config, Platform
 from wgobuild.errors import WgobuildError
-from wgobuild.image import ImageRequest, ImageResult, LayerInfo
+from wgobuild.image import ImageRequest, ImageResult, LayerInfo, rfc3339, source_date_epoch
 
 if TYPE_CHECKING:
     from wgobuild.oci.bases import Base
@@ -24,22 +22,6 @@ if TYPE_CHECKING:
     from wgobuild.oci.writers import Built
 
 OCI_LABEL = "org.opencontainers.image."
-
-
-def source_date_epoch() -> int | None:
-    """``SOURCE_DATE_EPOCH`` as an int, None when unset; a bad value is an error, not silently ignored."""
-    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        from wgobuild.oci import OciError
-
-        raise OciError(f"SOURCE_DATE_EPOCH={text!r} is not a number of seconds since 1970")
-    return int(text)
-
-
-def _rfc3339(epoch: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def workdir(config: Config, platform: Platform) -> str:
@@ -111,7 +93,7 @@ def assemble(request: ImageRequest, base: Base, store: BlobStore, state_dir: Pat
         entrypoint=[entry], cmd=list(config.image.args),
         user=config.image.user or ("ContainerUser" if windows else "65532"), workdir=wd,
         env=dict(config.image.env), ports=list(config.image.expose), labels=labels,
-        created=_rfc3339(epoch) if epoch is not None else "", comment=f"{config.project.name} {request.version}")
+        created=rfc3339(epoch) if epoch is not None else "", comment=f"{config.project.name} {request.version}")
     image_config = mf.image_config(base.config, blob.diff_id, app)
     config_bytes = mf.canonical(image_config)
     store.put_bytes(config_bytes)
