@@ -6,3 +6,4 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 pytest_plugins = ["fixtures_go", "fixtures_docker", "fixtures_registry"]
+

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from services import service_missing
 
 from wgobuild import proc
 
@@ -47,13 +48,6 @@ def _dockerd_binary() -> str | None:
     if found is None and os.name != "nt":
         found = next((p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if Path(p).is_file()), None)
     return found
-
-
-def _unavailable(reason: str) -> None:
-    """Fail under CI=true (every service must be there), else skip with the reason."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"docker engine needed and not available (CI=true): {reason}", pytrace=False)
-    pytest.skip(f"docker engine not available: {reason}")
 
 
 class Dockerd:
@@ -135,7 +129,7 @@ def docker_host() -> Iterator[str]:
     try:
         import docker  # noqa: F401
     except ImportError:
-        _unavailable("the docker SDK is not installed (pip install docker)")
+        service_missing("docker engine: the docker SDK is not installed (pip install docker)")
     previous = os.environ.get("DOCKER_HOST")
     daemon: Dockerd | None = None
     if previous and _answers(previous):
@@ -146,12 +140,12 @@ def docker_host() -> Iterator[str]:
         url = "npipe:////./pipe/docker_engine"
     else:
         if _dockerd_binary() is None:
-            _unavailable("no engine answers and dockerd is not installed (apt-get install docker.io)")
+            service_missing("docker engine: no engine answers and dockerd is not installed (apt-get install docker.io)")
         daemon = Dockerd()
         try:
             daemon.start()
         except RuntimeError as exc:
-            _unavailable(str(exc))
+            service_missing(f"docker engine ({exc})")
         url = daemon.url
     os.environ["DOCKER_HOST"] = url
     try:

@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import socket
 import tarfile
@@ -34,6 +33,7 @@ from typing import Any
 
 import pytest
 import requests
+from services import service_missing
 
 from wgobuild import proc
 
@@ -46,13 +46,6 @@ D_CONFIG = "application/vnd.docker.container.image.v1+json"
 D_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 O_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 O_INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-def service_missing(what: str) -> None:
-    """Fail under CI=true (every service must be there), else skip with the reason."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} needed and not available (CI=true)", pytrace=False)
-    pytest.skip(f"{what} not available")
 
 
 def skopeo(*args: object) -> Any:

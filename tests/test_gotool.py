@@ -61,18 +61,38 @@ def test_dependencies_are_per_binary_and_include_embeds(multi: Path) -> None:
     assert worker == {"go.mod", "cmd/worker/main.go", "lib/jobs/jobs.go"}
 
 
-def test_dependency_cache_follows_source_changes(multi: Path) -> None:
+def test_dependency_cache_reruns_go_list_only_when_the_build_graph_can_change(multi: Path) -> None:
     cache = multi / ".wgobuild" / "deps.json"
     packages = {"worker": "./cmd/worker"}
-    first = gotool.cached_dependencies(multi, cache, packages, LINUX, [], False, set())
-    assert cache.exists()
-    # New import: the fingerprint changes (file size and mtime), so go list runs again.
+
+    def deps() -> tuple[list[str], int]:
+        with proc.collecting() as runs:
+            found = gotool.cached_dependencies(multi, cache, packages, [LINUX], [], False, set())[LINUX]["worker"]
+        return found, len(runs)
+
+    first, calls = deps()
+    assert calls == 1 and cache.exists()
+    assert deps() == (first, 0), "a no-op asks nothing"
+    jobs = multi / "lib/jobs/jobs.go"
+    jobs.write_text(jobs.read_text().replace("return 1", "return 2 // changed body"))
+    assert deps() == (first, 0), "a body or comment edit cannot change the build graph"
     (multi / "cmd/worker/main.go").write_text(
         'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/multi/lib/jobs"\n\t"example.com/multi/lib/unused"\n)\n\n'
         "func main() { fmt.Println(jobs.Next(), unused.Answer) }\n")
-    second = gotool.cached_dependencies(multi, cache, packages, LINUX, [], False, set())
-    assert str(multi / "lib/unused/unused.go") in second["worker"]
-    assert str(multi / "lib/unused/unused.go") not in first["worker"]
+    second, calls = deps()
+    assert calls == 1 and str(multi / "lib/unused/unused.go") in second and second != first
+    (multi / "lib/jobs/extra.go").write_text("package jobs\n\n// Extra is new.\nconst Extra = 1\n")
+    third, calls = deps()
+    assert calls == 1 and str(multi / "lib/jobs/extra.go") in third, "a new file in an imported package counts"
+
+
+def test_file_header_covers_imports_constraints_and_embeds() -> None:
+    body = b"//go:build linux\n\npackage x\n\nimport \"os\"\n\nfunc F() { os.Exit(1) }\n"
+    assert gotool.go_file_header(body) == gotool.go_file_header(body.replace(b"Exit(1)", b"Exit(2)"))
+    assert gotool.go_file_header(body) != gotool.go_file_header(body.replace(b"linux", b"windows"))
+    assert gotool.go_file_header(body) != gotool.go_file_header(body.replace(b'"os"', b'"io"'))
+    embed = b"package x\n\nimport _ \"embed\"\n\n//go:embed a.txt\nvar A string\n"
+    assert gotool.go_file_header(embed) != gotool.go_file_header(embed.replace(b"a.txt", b"b.txt"))
 
 
 def test_golden_passes_and_shows_a_diff(tmp_path: Path) -> None:

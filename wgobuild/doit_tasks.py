@@ -10,6 +10,7 @@ A ``dodo.py`` is two lines::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -114,12 +115,16 @@ class Project:
         except OSError:
             self.toolchain = str(go)
 
-    def deps(self, platform: Platform) -> dict[str, list[str]]:
+    @functools.cached_property
+    def dependencies(self) -> dict[Platform, dict[str, list[str]]]:
+        """Per build platform, per binary: the module files it is built from (one source walk per run)."""
         cfg = self.cfg
         packages = {b.name: b.package for b in cfg.binaries}
-        skip = {str(cfg.out_dir)}
-        return gotool.cached_dependencies(cfg.root, cfg.state_dir / "deps.json", packages, platform,
-                                          cfg.build.tags, cfg.build.cgo, skip)
+        return gotool.cached_dependencies(cfg.root, cfg.state_dir / "deps.json", packages, self.build_platforms,
+                                          cfg.build.tags, cfg.build.cgo, {str(cfg.out_dir)})
+
+    def deps(self, platform: Platform) -> dict[str, list[str]]:
+        return self.dependencies[Platform(platform.os, platform.arch)]
 
     # -- tasks ----------------------------------------------------------------------------------------------------
 
@@ -276,7 +281,8 @@ class Project:
 
 
 def doit_config(cfg: Config) -> dict[str, Any]:
-    """doit settings: state in a sqlite3 DB under ``.wgobuild/`` (safe for concurrent runs), default ``image``."""
+    """doit settings: state in a sqlite3 DB under ``.wgobuild/`` (safe for concurrent runs), default ``image``,
+    steps in parallel threads."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     Reporter.reports_dir = cfg.reports_dir
     return {
@@ -285,6 +291,10 @@ def doit_config(cfg: Config) -> dict[str, Any]:
         "default_tasks": ["image"],
         "reporter": Reporter,
         "verbosity": 2,
+        # Independent steps run side by side like `make -j`: links of several platforms, tests beside compiles.
+        # Threads, not processes: actions are cheap Python around external programs. `doit -n 1` runs serially.
+        "num_process": min(4, os.cpu_count() or 1),
+        "par_type": "thread",
     }
 
 

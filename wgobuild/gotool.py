@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -99,13 +100,29 @@ def project_version(root: Path, configured: str) -> str:
 _SKIP_DIRS = {".git", ".wgobuild", "node_modules", ".hg", ".svn"}
 
 
-def source_fingerprint(root: Path, skip: set[str]) -> str:
-    """A cheap fingerprint of the module's Go sources: path, size and mtime of ``*.go``, go.mod/go.sum, folders.
+_DECLARATION = re.compile(rb"^(func|type|var|const)\b", re.MULTILINE)
+_EMBED = re.compile(rb"^\s*//go:embed\b.*$", re.MULTILINE)
 
-    It guards the cached ``go list`` answer: imports, embed patterns and file sets can only change when one of these
-    stats changes, so a no-op run costs one ``scandir`` walk instead of a ``go list`` per platform.
+
+def go_file_header(data: bytes) -> bytes:
+    """What decides a Go file's place in the build graph: everything before its first declaration (build
+    constraints, package clause, imports, cgo preamble) plus its ``//go:embed`` lines. Bodies and comments below
+    can change freely without changing which files a binary is built from."""
+    first = _DECLARATION.search(data)
+    head = data[: first.start()] if first else data
+    return head + b"\0" + b"\n".join(m.group(0).strip() for m in _EMBED.finditer(data))
+
+
+def source_fingerprint(root: Path, skip: set[str], known: dict[str, list]) -> tuple[str, dict[str, list]]:
+    """Fingerprint of what ``go list`` depends on, and the per-file cache it was computed with.
+
+    Covers every folder's file names (added, removed or renamed files; dot-files, which Go ignores, excepted), the
+    header of every ``.go`` file (:func:`go_file_header`) and go.mod/go.sum/go.work. ``known`` maps a path to
+    ``[size, mtime_ns, digest]`` from the last run: only files whose stat changed are read again, so a no-op run
+    costs one ``scandir`` walk and an edit inside a function body costs one file read, never a ``go list``.
     """
     digest = hashlib.sha256()
+    seen: dict[str, list] = {}
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -113,16 +130,26 @@ def source_fingerprint(root: Path, skip: set[str]) -> str:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue
-        st = folder.stat()
-        digest.update(f"{folder}\0{st.st_mtime_ns}\n".encode())
+        names = [e.name for e in entries if not e.name.startswith(".")]
+        digest.update(f"{folder}\0{'/'.join(names)}\n".encode())
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 if entry.name not in _SKIP_DIRS and entry.path not in skip:
                     stack.append(Path(entry.path))
-            elif entry.name.endswith(".go") or entry.name in ("go.mod", "go.sum", "go.work"):
-                st = entry.stat()
-                digest.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+                continue
+            is_go = entry.name.endswith(".go")
+            if not (is_go or entry.name in ("go.mod", "go.sum", "go.work")):
+                continue
+            st = entry.stat()
+            cached = known.get(entry.path)
+            if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+                seen[entry.path] = cached
+            else:
+                data = Path(entry.path).read_bytes()
+                part = hashlib.sha256(go_file_header(data) if is_go else data).hexdigest()
+                seen[entry.path] = [st.st_size, st.st_mtime_ns, part]
+            digest.update(f"{entry.path}\0{seen[entry.path][2]}\n".encode())
+    return digest.hexdigest(), seen
 
 
 def list_dependencies(
@@ -177,22 +204,27 @@ def list_dependencies(
 
 
 def cached_dependencies(
-    root: Path, cache: Path, packages: dict[str, str], platform: Platform, tags: list[str], cgo: bool, skip: set[str]
-) -> dict[str, list[str]]:
-    """:func:`list_dependencies`, answered from ``cache`` while the source fingerprint is unchanged."""
-    key = json.dumps([str(platform), sorted(packages.items()), tags, cgo])
-    fingerprint = source_fingerprint(root, skip)
+    root: Path, cache: Path, packages: dict[str, str], platforms: list[Platform], tags: list[str], cgo: bool,
+    skip: set[str],
+) -> dict[Platform, dict[str, list[str]]]:
+    """:func:`list_dependencies` for each platform, answered from ``cache`` while the fingerprint is unchanged."""
     try:
         data = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    if data.get("fingerprint") != fingerprint:
-        data = {"fingerprint": fingerprint, "entries": {}}
-    entry = data["entries"].get(key)
-    if entry is None:
-        entry = data["entries"][key] = list_dependencies(root, packages, platform, tags, cgo)
-        files.write_text(cache, json.dumps(data))
-    return entry
+    fingerprint, headers = source_fingerprint(root, skip, data.get("files", {}))
+    entries = data.get("entries", {}) if data.get("fingerprint") == fingerprint else {}
+    changed = headers != data.get("files") or fingerprint != data.get("fingerprint")
+    found = {}
+    for platform in platforms:
+        key = json.dumps([str(platform), sorted(packages.items()), tags, cgo])
+        if key not in entries:
+            entries[key] = list_dependencies(root, packages, platform, tags, cgo)
+            changed = True
+        found[platform] = entries[key]
+    if changed:
+        files.write_text(cache, json.dumps({"fingerprint": fingerprint, "entries": entries, "files": headers}))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------
