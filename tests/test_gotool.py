@@ -67,7 +67,7 @@ def test_dependency_cache_reruns_go_list_only_when_the_build_graph_can_change(mu
 
     def deps() -> tuple[list[str], int]:
         with proc.collecting() as runs:
-            found = gotool.cached_dependencies(multi, cache, packages, [LINUX], [], False, set())[LINUX]["worker"]
+            found = gotool.cached_dependencies(multi, cache, packages, [LINUX], [], False, set())[0][LINUX]["worker"]
         return found, len(runs)
 
     first, calls = deps()
@@ -133,3 +133,17 @@ def test_version_from_git_or_literal(tmp_path: Path) -> None:
     assert gotool.project_version(tmp_path, "git") == "v1.4.0"
     (tmp_path / "f").write_text("y")
     assert gotool.project_version(tmp_path, "git") == "v1.4.0-dirty"
+
+
+def test_scan_lists_test_inputs_and_skips_outputs(multi: Path) -> None:
+    (multi / "lib/jobs/testdata").mkdir()
+    (multi / "lib/jobs/testdata/case.json").write_text("{}")
+    (multi / "dist/linux-amd64").mkdir(parents=True)
+    (multi / "dist/linux-amd64/stray.go").write_text("package x\n")
+    (multi / ".hidden").mkdir()
+    (multi / ".hidden/x.go").write_text("package x\n")
+    scan = gotool.scan_sources(multi, {str(multi / "dist")}, {})
+    inputs = {Path(p).relative_to(multi).as_posix() for p in scan.test_inputs}
+    assert "lib/jobs/testdata/case.json" in inputs and "lib/jobs/jobs_test.go" in inputs and "go.mod" in inputs
+    assert not {p for p in inputs if p.startswith(("dist/", ".hidden/"))}
+    assert "lib/web/page.html" not in inputs  # embedded files reach tests through the compile deps, not here

@@ -116,15 +116,15 @@ class Project:
             self.toolchain = str(go)
 
     @functools.cached_property
-    def dependencies(self) -> dict[Platform, dict[str, list[str]]]:
-        """Per build platform, per binary: the module files it is built from (one source walk per run)."""
+    def sources(self) -> tuple[dict[Platform, dict[str, list[str]]], gotool.SourceScan]:
+        """Per build platform, per binary: the module files it is built from; and the scan (one walk per run)."""
         cfg = self.cfg
         packages = {b.name: b.package for b in cfg.binaries}
         return gotool.cached_dependencies(cfg.root, cfg.state_dir / "deps.json", packages, self.build_platforms,
-                                          cfg.build.tags, cfg.build.cgo, {str(cfg.out_dir)})
+                                          cfg.build.tags, cfg.build.cgo, {str(cfg.out_dir), str(cfg.state_dir)})
 
     def deps(self, platform: Platform) -> dict[str, list[str]]:
-        return self.dependencies[Platform(platform.os, platform.arch)]
+        return self.sources[0][Platform(platform.os, platform.arch)]
 
     # -- tasks ----------------------------------------------------------------------------------------------------
 
@@ -154,26 +154,16 @@ class Project:
         """Run the Go tests (go test -json) and write dist/reports/junit.xml."""
         cfg, test = self.cfg, self.cfg.test
         junit = cfg.reports_dir / "junit.xml"
+        if not test.enabled:
+            return {"actions": [], "doc": "tests are off ([test].enabled = false)"}
         return {
             "actions": [step("test", lazy("gotest", "test"), cfg.root, test.packages, flags=test.flags,
-                             timeout=test.timeout, tags=cfg.build.tags, cgo=cfg.build.cgo, junit=junit, label="test")]
-            if test.enabled else [],
-            "file_dep": self.test_inputs(),
-            "targets": [str(junit)] if test.enabled else [],
+                             timeout=test.timeout, tags=cfg.build.tags, cgo=cfg.build.cgo, junit=junit, label="test")],
+            "file_dep": self.sources[1].test_inputs,
+            "targets": [str(junit)],
             "uptodate": [config_changed({"test": [test.packages, test.flags, test.timeout, self.toolchain]})],
             "clean": True,
         }
-
-    def test_inputs(self) -> list[str]:
-        """Every Go file, go.mod/go.sum and testdata file of the module: what ``go test ./...`` may read."""
-        found: list[str] = []
-        skip = {str(self.cfg.out_dir), str(self.cfg.state_dir)}
-        for folder, dirs, names in os.walk(self.cfg.root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(folder, d) not in skip)
-            in_testdata = "testdata" in Path(folder).relative_to(self.cfg.root).parts
-            found += [os.path.join(folder, n) for n in sorted(names)
-                      if in_testdata or n.endswith(".go") or n in ("go.mod", "go.sum")]
-        return found
 
     def task_golden(self) -> Iterator[dict]:
         """Run a built binary on an input file and compare its output with the expected file."""

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from wgobuild import files, proc
@@ -113,8 +114,18 @@ def go_file_header(data: bytes) -> bytes:
     return head + b"\0" + b"\n".join(m.group(0).strip() for m in _EMBED.finditer(data))
 
 
-def source_fingerprint(root: Path, skip: set[str], known: dict[str, list]) -> tuple[str, dict[str, list]]:
-    """Fingerprint of what ``go list`` depends on, and the per-file cache it was computed with.
+@dataclass
+class SourceScan:
+    """One walk of the module: the ``go list`` fingerprint, its per-file cache and what ``go test`` may read."""
+
+    fingerprint: str
+    headers: dict[str, list]
+    test_inputs: list[str]
+
+
+def scan_sources(root: Path, skip: set[str], known: dict[str, list]) -> SourceScan:
+    """Fingerprint of what ``go list`` depends on, the per-file cache it was computed with, and the test inputs
+    (every Go file, go.mod/go.sum and every file under a ``testdata`` folder).
 
     Covers every folder's file names (added, removed or renamed files; dot-files, which Go ignores, excepted), the
     header of every ``.go`` file (:func:`go_file_header`) and go.mod/go.sum/go.work. ``known`` maps a path to
@@ -123,9 +134,10 @@ def source_fingerprint(root: Path, skip: set[str], known: dict[str, list]) -> tu
     """
     digest = hashlib.sha256()
     seen: dict[str, list] = {}
-    stack = [root]
+    test_inputs: list[str] = []
+    stack = [(root, False)]
     while stack:
-        folder = stack.pop()
+        folder, in_testdata = stack.pop()
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -133,11 +145,15 @@ def source_fingerprint(root: Path, skip: set[str], known: dict[str, list]) -> tu
         names = [e.name for e in entries if not e.name.startswith(".")]
         digest.update(f"{folder}\0{'/'.join(names)}\n".encode())
         for entry in entries:
+            if entry.name.startswith("."):  # Go ignores dot folders and files
+                continue
             if entry.is_dir(follow_symlinks=False):
                 if entry.name not in _SKIP_DIRS and entry.path not in skip:
-                    stack.append(Path(entry.path))
+                    stack.append((Path(entry.path), in_testdata or entry.name == "testdata"))
                 continue
             is_go = entry.name.endswith(".go")
+            if in_testdata or is_go or entry.name in ("go.mod", "go.sum"):
+                test_inputs.append(entry.path)
             if not (is_go or entry.name in ("go.mod", "go.sum", "go.work")):
                 continue
             st = entry.stat()
@@ -149,7 +165,7 @@ def source_fingerprint(root: Path, skip: set[str], known: dict[str, list]) -> tu
                 part = hashlib.sha256(go_file_header(data) if is_go else data).hexdigest()
                 seen[entry.path] = [st.st_size, st.st_mtime_ns, part]
             digest.update(f"{entry.path}\0{seen[entry.path][2]}\n".encode())
-    return digest.hexdigest(), seen
+    return SourceScan(digest.hexdigest(), seen, sorted(test_inputs))
 
 
 def list_dependencies(
@@ -206,13 +222,15 @@ def list_dependencies(
 def cached_dependencies(
     root: Path, cache: Path, packages: dict[str, str], platforms: list[Platform], tags: list[str], cgo: bool,
     skip: set[str],
-) -> dict[Platform, dict[str, list[str]]]:
-    """:func:`list_dependencies` for each platform, answered from ``cache`` while the fingerprint is unchanged."""
+) -> tuple[dict[Platform, dict[str, list[str]]], SourceScan]:
+    """:func:`list_dependencies` for each platform, answered from ``cache`` while the fingerprint is unchanged;
+    also the scan itself (its test inputs serve the test step: one walk of the module per run)."""
     try:
         data = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    fingerprint, headers = source_fingerprint(root, skip, data.get("files", {}))
+    scan = scan_sources(root, skip, data.get("files", {}))
+    fingerprint, headers = scan.fingerprint, scan.headers
     entries = data.get("entries", {}) if data.get("fingerprint") == fingerprint else {}
     changed = headers != data.get("files") or fingerprint != data.get("fingerprint")
     found = {}
@@ -224,7 +242,7 @@ def cached_dependencies(
         found[platform] = entries[key]
     if changed:
         files.write_text(cache, json.dumps({"fingerprint": fingerprint, "entries": entries, "files": headers}))
-    return found
+    return found, scan
 
 
 # ---------------------------------------------------------------------------------------------------------------
