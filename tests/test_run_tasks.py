@@ -166,7 +166,7 @@ def test_serve_port_in_use_gives_up_with_the_reason_logged(project: Path) -> Non
     ("toml", "flags", "key"),
     [
         ('[limits]\nmemory = "12 parsecs"\n', [], "[limits].memory"),
-        ("", ["--memory", "1KiB"], "[limits].memory"),
+        ("", ["--memory", "1KiB"], "command line: --memory: '1KiB' is below the 6MiB minimum"),
         ("", ["--handles", "lots"], "--handles"),
         ("[run]\nbackoff_initial_s = 5.0\nbackoff_max_s = 1.0\n", [], "[run].backoff_max_s"),
     ],

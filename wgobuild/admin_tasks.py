@@ -7,7 +7,6 @@ script to ``dist/powershell/`` (also when no PowerShell is installed, for review
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import json
 from collections.abc import Callable
@@ -18,8 +17,7 @@ from invoke import Task, task
 
 from wgobuild import config as config_mod
 from wgobuild import files, powershell, proc
-from wgobuild.errors import ConfigError
-from wgobuild.invoke_support import plain_errors
+from wgobuild.invoke_support import load_config, number, plain_errors
 
 _COMMON_HELP = {
     "root": "Go module folder holding wgobuild.toml (default: current folder)",
@@ -52,35 +50,9 @@ def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _int(flag: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError("command line", flag, f"{value!r} is not a whole number") from None
-
-
 def load(root: str = ".", config: str | None = None, **overrides: dict[str, tuple[str, Any]]) -> config_mod.Config:
-    """Load the config and apply overrides given as ``section={field: (flag, value)}`` (None values skipped).
-
-    A bad override is reported under its flag, not under the TOML key it replaces.
-    """
-    cfg = config_mod.load(root, config)
-    for section, changes in overrides.items():
-        given = {name: fv for name, fv in changes.items() if fv[1] is not None}
-        if not given:
-            continue
-        new = dataclasses.replace(getattr(cfg, section), **{name: value for name, (_, value) in given.items()})
-        cfg = dataclasses.replace(cfg, **{section: new})
-        try:
-            new.check(f"[{section}]", cfg.path)
-            powershell.script_values(cfg)
-        except ConfigError as exc:
-            for name, (flag, _) in given.items():
-                prefix = f"[{section}].{name}"
-                if exc.key.startswith(prefix):
-                    raise ConfigError("command line", flag + exc.key[len(prefix):], exc.problem) from None
-            raise
-    return cfg
+    """The config with flag overrides; the rendered scripts' values are checked too."""
+    return load_config(root, config, validate=powershell.script_values, **overrides)
 
 
 def _render(cfg: config_mod.Config) -> Path:
@@ -150,9 +122,9 @@ def rotate_logs(c, root=".", config=None, dry_run=False, shell=None, register=Fa
     cfg = load(root, config, logs={
         "dir": ("--log-dir", log_dir),
         "pattern": ("--pattern", pattern),
-        "keep": ("--keep", None if keep is None else _int("--keep", keep)),
-        "max_age_days": ("--max-age-days", None if max_age_days is None else _int("--max-age-days", max_age_days)),
-        "max_size_mb": ("--max-size-mb", None if max_size_mb is None else _int("--max-size-mb", max_size_mb)),
+        "keep": ("--keep", number("--keep", keep)),
+        "max_age_days": ("--max-age-days", number("--max-age-days", max_age_days)),
+        "max_size_mb": ("--max-size-mb", number("--max-size-mb", max_size_mb)),
     })
     folder = _render(cfg)
     powershell.run_script(folder / "rotate-logs.ps1", ["-Register"] if register else [], dry_run=dry_run, shell=shell)

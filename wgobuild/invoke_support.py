@@ -1,14 +1,16 @@
-"""Shared by the invoke task modules: a WgobuildError ends a task with one plain message and its exit code."""
+"""Shared by the invoke task modules: config with flag overrides, and one plain message per WgobuildError."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 from invoke.exceptions import Exit
 
-from wgobuild.errors import WgobuildError
+from wgobuild import config as config_mod
+from wgobuild.errors import ConfigError, WgobuildError
 
 
 def plain_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -22,3 +24,42 @@ def plain_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise Exit(f"error: {exc}", code=exc.exit_code) from None
 
     return wrapper
+
+
+def number(flag: str, text: str | None, kind: type = int) -> Any:
+    """A flag's numeric value (None when the flag was not given); a bad one is reported under the flag."""
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        what = "whole number" if kind is int else "number"
+        raise ConfigError("command line", flag, f"{text!r} is not a {what}") from None
+
+
+def load_config(root: str = ".", config: str | None = None, *,
+                validate: Callable[[config_mod.Config], object] | None = None,
+                **overrides: dict[str, tuple[str, Any]]) -> config_mod.Config:
+    """Load ``wgobuild.toml`` and apply flag overrides given as ``section={field: (flag, value)}``.
+
+    Flags not given (None) are skipped. Overridden sections are checked like the file's values (and by
+    ``validate``); a bad override is reported under its flag, not under the TOML key it replaces.
+    """
+    cfg = config_mod.load(root, config)
+    for section, changes in overrides.items():
+        given = {name: fv for name, fv in changes.items() if fv[1] is not None}
+        if not given:
+            continue
+        new = dataclasses.replace(getattr(cfg, section), **{name: value for name, (_, value) in given.items()})
+        cfg = dataclasses.replace(cfg, **{section: new})
+        try:
+            new.check(f"[{section}]", cfg.path)
+            if validate is not None:
+                validate(cfg)
+        except ConfigError as exc:
+            for name, (flag, _) in given.items():
+                prefix = f"[{section}].{name}"
+                if exc.key.startswith(prefix):
+                    raise ConfigError("command line", flag + exc.key[len(prefix):], exc.problem) from None
+            raise
+    return cfg

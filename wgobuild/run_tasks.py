@@ -6,39 +6,14 @@ validated by the same checks as the file.
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Any
 
 from invoke import Task, task
 
-from wgobuild import config
 from wgobuild.errors import ConfigError, WgobuildError
-from wgobuild.invoke_support import plain_errors
+from wgobuild.invoke_support import load_config, number, plain_errors
 
 _ROOT_HELP = "folder holding wgobuild.toml (default: current folder)"
-
-
-def _number(flag: str, text: str | None, kind: type) -> Any:
-    if text is None:
-        return None
-    try:
-        return kind(text)
-    except ValueError:
-        raise ConfigError("command line", flag, f"{text!r} is not a {kind.__name__}") from None
-
-
-def _load(root: str, limits: dict[str, Any] | None = None, run: dict[str, Any] | None = None) -> config.Config:
-    """Load the config and apply flag overrides, checked like the file's values."""
-    cfg = config.load(root)
-    changes = {}
-    for section, values in (("limits", limits or {}), ("run", run or {})):
-        given = {k: v for k, v in values.items() if v is not None}
-        if given:
-            updated = dataclasses.replace(getattr(cfg, section), **given)
-            updated.check(f"[{section}]", Path("command line"))
-            changes[section] = updated
-    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 @task(
@@ -57,8 +32,8 @@ def run(c: Any, root: str = ".", image: str = "", name: str = "", memory: str | 
     """Run the built image as a container with the limits of wgobuild.toml; shows which limits apply."""
     from wgobuild import containers
 
-    cfg = _load(root, {"memory": memory, "cpus": _number("--cpus", cpus, float)},
-                {"retries": _number("--retries", retries, int)})
+    cfg = load_config(root, limits={"memory": ("--memory", memory), "cpus": ("--cpus", number("--cpus", cpus, float))},
+                      run={"retries": ("--retries", number("--retries", retries))})
     containers.run(cfg, image=image, name=name)
 
 
@@ -77,8 +52,9 @@ def serve(c: Any, root: str = ".", binary: str = "", memory: str | None = None, 
     """Run the native binary on this host under the wgobuild supervisor (restarts, caps, logs); Ctrl-C stops it."""
     from wgobuild import supervisor
 
-    cfg = _load(root, {"memory": memory, "handles": _number("--handles", handles, int)},
-                {"max_restarts": _number("--max-restarts", max_restarts, int)})
+    cfg = load_config(root,
+                      limits={"memory": ("--memory", memory), "handles": ("--handles", number("--handles", handles))},
+                      run={"max_restarts": ("--max-restarts", number("--max-restarts", max_restarts))})
     sup = supervisor.Supervisor(supervisor.spec_from_config(cfg, binary=binary))
     sup.install_signal_handlers()
     sup.serve()
@@ -97,9 +73,9 @@ def stop(c: Any, root: str = ".", what: str = "auto", grace: str | None = None, 
     """Stop what `invoke serve` or `invoke run` started, with a grace period."""
     from wgobuild import supervisor
 
-    cfg = _load(root)
+    cfg = load_config(root)
     _check_what(what)
-    grace_s = _number("--grace", grace, float)
+    grace_s = number("--grace", grace, float)
     grace_s = cfg.run.stop_grace_s if grace_s is None else grace_s
     serving = supervisor.read_status(cfg.state_dir).get("alive", False)
     if what in ("auto", "serve"):
@@ -122,7 +98,7 @@ def status(c: Any, root: str = ".", what: str = "auto", name: str = "") -> None:
     """Show state, uptime, restarts, memory, CPU and open handles of the served process or the container."""
     from wgobuild import supervisor
 
-    cfg = _load(root)
+    cfg = load_config(root)
     _check_what(what)
     if what in ("auto", "serve"):
         print(supervisor.format_status(supervisor.read_status(cfg.state_dir)))
