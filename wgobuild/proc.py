@@ -211,6 +211,7 @@ def run(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     sampler = _TreeSampler(popen.pid)
+    sampler.sample()  # Popen returns after exec: this sees the program itself, even one that ends at once
     timed_out = interrupted = False
     rusage_cpu = 0.0
     try:
