@@ -104,3 +104,15 @@ def test_doit_with_bad_config_exits_2_and_builds_nothing(tmp_path: Path) -> None
     assert "Traceback" not in result.output
     assert not (root / "dist").exists()
     assert sys.executable  # the run above used this interpreter's doit
+
+
+def test_base_source_per_platform(tmp_path: Path) -> None:
+    text = MINIMAL + ('[build]\nplatforms = ["windows/amd64:10.0.17763", "windows/amd64", "linux/amd64"]\n'
+                      '[image]\nbases = { "windows-amd64-17763" = "oci:nano2019", "linux/amd64" = "reg:5000/b:1" }\n')
+    cfg = config.load(write(tmp_path / "svc", text))
+    old, new, linux = cfg.platforms
+    assert cfg.base_source(old) == "oci:nano2019"
+    assert cfg.base_source(new) == "mcr.microsoft.com/windows/nanoserver"
+    assert cfg.base_source(linux) == "reg:5000/b:1"
+    servercore = config.load(write(tmp_path / "sc", MINIMAL + '[image]\nruntime = "servercore"\n'))
+    assert servercore.base_source(servercore.platforms[0]) == "mcr.microsoft.com/windows/servercore"

@@ -188,3 +188,13 @@ def test_unbuildable_platform_is_one_line_in_auto_mode_and_an_error_when_named(t
     named = run_doit(root, "image", env=no_engine)
     assert named.returncode == 1, named.output
     assert "cannot reach the Docker engine" in named.output and "Traceback" not in named.output
+
+
+def test_local_base_goes_daemonless_and_a_missing_one_is_an_error(hello: Path, tmp_path: Path) -> None:
+    toml = hello / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('backend = "oci"\n', "").replace(
+        'windows_base = "', f'bases = {{ "linux/amd64" = "oci:{tmp_path}/missing-layout" }}\nwindows_base = "'))
+    result = run_doit(hello, "image", env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert result.returncode == 1, result.output
+    assert f"{tmp_path}/missing-layout does not exist" in result.output and "Traceback" not in result.output
+    assert "FROM scratch" in (hello / "dist/docker/linux-amd64/Dockerfile").read_text()

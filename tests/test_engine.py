@@ -418,3 +418,16 @@ def test_doit_image_noop_contacts_almost_nothing_and_go_change_rebuilds(docker_h
     rebuilt = ImageResult.load(cfg.out_dir / "images" / "linux-amd64.json")
     assert rebuilt.digest != record.digest
     assert run_image(rebuilt.reference, "-version") == "hello 1.0.1"
+
+
+def test_local_base_file_is_left_to_the_daemonless_backend(tmp_path: Path) -> None:
+    from fixtures_go import copy_hello
+
+    from wgobuild.oci.backend import OciBackend
+
+    root = copy_hello(tmp_path / "hello", windows_base='"docker-archive:nano.tar"', style='"multistage"')
+    cfg = config.load(root)
+    windows = cfg.platforms[0]
+    reason = engine.EngineBackend(cfg).unavailable(windows)  # decided before any engine is contacted
+    assert reason is not None and "docker-archive:nano.tar is a local file" in reason
+    assert "multistage" in (OciBackend(cfg).unavailable(windows) or "")

@@ -32,6 +32,10 @@ SUPPORTED_PLATFORMS = (
 # Windows Server LTSC releases: build number -> image tag of nanoserver/servercore.
 WINDOWS_RELEASES = {"10.0.17763": "ltsc2019", "10.0.20348": "ltsc2022", "10.0.26100": "ltsc2025"}
 DEFAULT_WINDOWS_VERSION = "10.0.20348"
+# Base images given as local files (air-gapped sites): only the daemonless backend reads these.
+LOCAL_BASE_PREFIXES = ("oci:", "oci-archive:", "docker-archive:")
+DEFAULT_BASES = {"nanoserver": "mcr.microsoft.com/windows/nanoserver",
+                 "servercore": "mcr.microsoft.com/windows/servercore"}
 _OS_VERSION = re.compile(r"^10\.0\.\d{5}(\.\d+)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _GO_PACKAGE = re.compile(r"^(\.|\./[A-Za-z0-9._/-]+|[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)$")
@@ -431,6 +435,17 @@ class Config:
     @property
     def service_name(self) -> str:
         return self.harden.service_name or self.project.name
+
+    def base_source(self, platform: Platform) -> str:
+        """The configured base of ``platform`` as written: ``[image].bases`` override, else the os's default
+        (``servercore_base`` for a servercore runtime). A registry reference, ``oci:``/``oci-archive:``/
+        ``docker-archive:`` PATH, or ``scratch``."""
+        image = self.image
+        if platform.os == "windows":
+            default = image.servercore_base if image.runtime == "servercore" else image.windows_base
+        else:
+            default = image.linux_base
+        return image.bases.get(platform.key) or image.bases.get(platform.goos_goarch) or default
 
     def binary_path(self, binary: Binary, platform: Platform) -> Path:
         """``dist/<os>-<arch>/<name>[.exe]``: one binary per GOOS/GOARCH, shared by every os.version image."""

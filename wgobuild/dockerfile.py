@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wgobuild import files
-from wgobuild.config import Binary, Config, Platform
+from wgobuild.config import DEFAULT_BASES, LOCAL_BASE_PREFIXES, Binary, Config, Platform
 from wgobuild.errors import ConfigError, WgobuildError
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -179,14 +179,18 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
     multistage = image.style == "multistage"
     servercore = windows and image.runtime == "servercore"
 
+    base_key = "[image].bases" if config.base_source(platform) in image.bases.values() else (
+        ("[image].servercore_base" if servercore else "[image].windows_base") if windows else "[image].linux_base")
+    base = config.base_source(platform)
+    if base.startswith(LOCAL_BASE_PREFIXES):
+        # A local layout or archive feeds the daemonless backend; an engine build pulls the usual image instead.
+        base = DEFAULT_BASES["servercore" if servercore else "nanoserver"] if windows else "scratch"
     if windows:
-        base_key = "[image].servercore_base" if servercore else "[image].windows_base"
-        base = _image(config, base_key, image.servercore_base if servercore else image.windows_base)
-        runtime_base = _with_tag(base, platform.ltsc)
+        runtime_base = _with_tag(_image(config, base_key, base), platform.ltsc)
         go_base = _with_tag(_image(config, "[image].go_image", image.go_image), "latest")
         go_base = go_base if "@" in go_base else f"{go_base}-windowsservercore-{platform.ltsc}"
     else:
-        runtime_base = _image(config, "[image].linux_base", image.linux_base)
+        runtime_base = _image(config, base_key, base)
         go_base = _image(config, "[image].go_image", image.go_image)
 
     workdir = image.workdir or ("C:\\app" if windows else "/app")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wgobuild import dockerfile, files, proc
-from wgobuild.config import Config, Platform
+from wgobuild.config import LOCAL_BASE_PREFIXES, Config, Platform
 from wgobuild.errors import ConfigError, StepFailed, WgobuildError
 from wgobuild.image import ImageRequest, ImageResult, LayerInfo
 
@@ -339,6 +339,10 @@ class EngineBackend:
         return str(self._info.get("OSType", "linux"))
 
     def unavailable(self, platform: Platform) -> str | None:
+        source = self.config.base_source(platform)
+        if source.startswith(LOCAL_BASE_PREFIXES):
+            return (f"the base {source} is a local file; the engine builds FROM registry images (docker load it "
+                    "and name it in image.windows_base/linux_base), the daemonless oci backend reads it directly")
         try:
             engine_os = self.engine_os
         except EngineUnreachable as exc:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wgobuild.config import Config, Platform
+from wgobuild.config import LOCAL_BASE_PREFIXES, Config, Platform
 from wgobuild.errors import WgobuildError
 from wgobuild.image import ImageRequest, ImageResult, LayerInfo, rfc3339, source_date_epoch
 
@@ -55,9 +55,17 @@ class OciBackend:
     def unavailable(self, platform: Platform) -> str | None:
         if platform.os not in ("windows", "linux"):
             return f"{platform} has no container images (only windows and linux do)"
+        image = self.config.image
+        if image.style == "multistage":
+            return "style = 'multistage' compiles inside a builder stage, which needs a Docker engine"
+        if platform.os == "windows" and image.runtime == "servercore":
+            return ("runtime = 'servercore' runs the hardening and clean-up scripts in a RUN step, which needs a "
+                    "Windows Docker engine")
         try:
             self.base(platform)
         except WgobuildError as exc:
+            if self.config.base_source(platform).startswith(LOCAL_BASE_PREFIXES):
+                raise  # a local base file named in the config is bad input, not a missing service: fail the step
             return str(exc)
         return None
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from wgobuild import files
-from wgobuild.config import Config, Platform
+from wgobuild.config import LOCAL_BASE_PREFIXES, Config, Platform
 from wgobuild.oci import OciError
 from wgobuild.oci import manifest as mf
 from wgobuild.oci.blobs import BlobStore, HashingWriter, hex_of
 
-TRANSPORTS = ("oci:", "oci-archive:", "docker-archive:")
+TRANSPORTS = LOCAL_BASE_PREFIXES
 
 
 @dataclass
@@ -45,10 +45,8 @@ class Base:
 
 
 def base_spec(config: Config, platform: Platform) -> str:
-    """The configured base of ``platform``: a per-platform override, else the os's default."""
-    image = config.image
-    spec = image.bases.get(platform.key) or image.bases.get(platform.goos_goarch) or (
-        image.windows_base if platform.os == "windows" else image.linux_base)
+    """The configured base of ``platform``, a registry reference normalized (default tag: the ltsc release)."""
+    spec = config.base_source(platform)
     if spec.startswith(TRANSPORTS) or spec == "scratch":
         return spec
     from wgobuild.oci.registry import Reference
