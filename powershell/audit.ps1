@@ -41,27 +41,9 @@ function Write-Control([string] $Id, $Expected, $Actual, [bool] $Ok) {
     Write-Output ($record | ConvertTo-Json -Compress)
 }
 
-function Get-ServiceSid([string] $Name) {
-    $sha = [System.Security.Cryptography.SHA1]::Create()
-    try { $hash = $sha.ComputeHash([System.Text.Encoding]::Unicode.GetBytes($Name.ToUpperInvariant())) }
-    finally { $sha.Dispose() }
-    $parts = foreach ($i in 0..4) { [BitConverter]::ToUInt32($hash, $i * 4) }
-    return 'S-1-5-80-' + ($parts -join '-')
-}
+@@shared_service_sid
 
-function Get-FeatureState([string] $Name) {
-    if (Get-Command Get-WindowsOptionalFeature -ErrorAction SilentlyContinue) {
-        try { $feature = Get-WindowsOptionalFeature -Online -FeatureName $Name -ErrorAction Stop }
-        catch { return 'Absent' }
-        if ($null -eq $feature) { return 'Absent' }
-        return [string] $feature.State
-    }
-    $info = & dism.exe /English /Online /Get-FeatureInfo "/FeatureName:$Name"
-    if ($LASTEXITCODE -ne 0) { return 'Absent' }
-    $line = $info | Where-Object { $_ -match '^State : ' } | Select-Object -First 1
-    if ($null -eq $line) { return 'Absent' }
-    return ($line -replace '^State : ', '').Trim() -replace ' ', ''
-}
+@@shared_feature_state
 
 function Test-FolderGrant([string] $Id, [string] $Path, [string] $Sid, [string] $Rights) {
     if (-not $Sid) { Write-Control $Id $Rights 'identity missing' $false; return }

@@ -29,6 +29,8 @@ Set-StrictMode -Version 3.0
 $ErrorActionPreference = 'Stop'
 $script:Changes = 0
 
+@@shared_change
+
 try {
     if ($ComponentCleanup) {
         if ($PSCmdlet.ShouldProcess('component store', 'DISM /StartComponentCleanup /ResetBase')) {
@@ -55,9 +57,7 @@ try {
             Write-Output "changed: emptied $folder"
         }
     }
-    if ($WhatIfPreference) { Write-Output 'What-if run: nothing was changed.' }
-    elseif ($script:Changes -eq 0) { Write-Output 'No changes needed.' }
-    else { Write-Output "$($script:Changes) clean-up step(s) done." }
+    Write-Summary 'clean-up step(s) done'
     exit 0
 } catch {
     Write-Error -ErrorRecord $_ -ErrorAction Continue

@@ -53,13 +53,7 @@ $script:Changes = 0
 $CompressLimit = 2147483648  # 2 GB, the most Compress-Archive takes
 $Stamp = '\.\d{8}-\d{6}(\.zip)?$'
 
-function Invoke-Change([string] $Target, [string] $Action, [scriptblock] $Change) {
-    if ($PSCmdlet.ShouldProcess($Target, $Action)) {
-        & $Change
-        $script:Changes++
-        Write-Output "changed: $Target ($Action)"
-    }
-}
+@@shared_change
 
 function Get-Rotated([System.IO.FileInfo] $Log) {
     # Rotated copies of $Log, newest first (the time stamp in the name sorts like the time itself).
@@ -170,9 +164,7 @@ try {
             }
         }
     }
-    if ($WhatIfPreference) { Write-Output 'What-if run: nothing was changed.' }
-    elseif ($script:Changes -eq 0) { Write-Output 'No changes needed.' }
-    else { Write-Output "$($script:Changes) change(s) applied." }
+    Write-Summary
     exit 0
 } catch {
     Write-Error -ErrorRecord $_ -ErrorAction Continue

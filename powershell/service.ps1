@@ -53,15 +53,7 @@ $ResetPeriodSeconds = 86400
 $Hint1053 = 'If it failed with error 1053 the binary does not talk to the service control manager: use ' +
     'golang.org/x/sys/windows/svc (svc.Run) in the Go program.'
 
-function Write-Unchanged([string] $What) { Write-Output "unchanged: $What" }
-
-function Invoke-Change([string] $Target, [string] $What, [scriptblock] $Change) {
-    if ($PSCmdlet.ShouldProcess($Target, $What)) {
-        & $Change
-        $script:Changes++
-        Write-Output "changed: $Target ($What)"
-    }
-}
+@@shared_change
 
 function Invoke-Native([string] $Exe, [string[]] $Arguments) {
     # No 2>&1 here: in Windows PowerShell 5.1 redirected native stderr becomes a terminating error under 'Stop'.
@@ -71,17 +63,7 @@ function Invoke-Native([string] $Exe, [string[]] $Arguments) {
 
 function Get-ServiceInfo { Get-CimInstance -ClassName Win32_Service -Filter "Name = '$ServiceName'" }
 
-function New-RandomSecret {
-    # 48 random bytes, base64; the fixed tail only guarantees the character classes password policies ask for.
-    $bytes = New-Object byte[] 48
-    $rng = [System.Security.Cryptography.RandomNumberGenerator]::Create()
-    try { $rng.GetBytes($bytes) } finally { $rng.Dispose() }
-    $secure = New-Object System.Security.SecureString
-    foreach ($ch in ([Convert]::ToBase64String($bytes) + 'aZ7-').ToCharArray()) { $secure.AppendChar($ch) }
-    [Array]::Clear($bytes, 0, $bytes.Length)
-    $secure.MakeReadOnly()
-    return $secure
-}
+@@shared_secret
 
 function Grant-ServiceLogonRight([string] $Sid) {
     $work = Join-Path ([System.IO.Path]::GetTempPath()) ([guid]::NewGuid().ToString())
@@ -222,9 +204,7 @@ function Uninstall-AppService {
 
 try {
     if ($Action -eq 'install') { Install-AppService } else { Uninstall-AppService }
-    if ($WhatIfPreference) { Write-Output 'What-if run: nothing was changed.' }
-    elseif ($script:Changes -eq 0) { Write-Output 'No changes needed.' }
-    else { Write-Output "$($script:Changes) change(s) applied." }
+    Write-Summary
     exit 0
 } catch {
     Write-Error -ErrorRecord $_ -ErrorAction Continue

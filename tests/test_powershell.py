@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -496,3 +497,16 @@ def test_no_powershell_says_what_is_missing(tmp_path: Path, monkeypatch) -> None
     with pytest.raises(ToolMissing, match="'no-such-ps'"):
         powershell.find_powershell()
     assert os.environ["PATH"] == str(tmp_path)
+
+
+def test_shared_functions_are_copied_once_into_the_scripts_that_use_them(rendered) -> None:
+    blocks = powershell.shared_blocks()
+    assert set(blocks) == {"shared_change", "shared_service_sid", "shared_secret", "shared_feature_state"}
+    scripts = rendered["defaults"]
+    used = set()
+    for text in scripts.values():
+        names = re.findall(r"^function ([\w-]+)", text, re.MULTILINE)
+        assert len(names) == len(set(names)), names  # no function defined twice
+        used |= {block for block, body in blocks.items() if body.replace("\n", "\r\n") in text}
+    assert used == set(blocks), "every shared block serves at least one script"
+    assert "Invoke-Change" not in scripts["audit.ps1"], "the read-only audit gets no change function"

@@ -205,7 +205,7 @@ class Project:
         out = powershell.script_dir(cfg)
         return {
             "actions": [step("scripts", powershell.write_scripts, cfg, out)],
-            "file_dep": [str(powershell.template_path(name)) for name in powershell.SCRIPTS],
+            "file_dep": [str(powershell.template_path(name)) for name in (*powershell.SCRIPTS, powershell.SHARED)],
             "targets": [str(out / f"{name}.ps1") for name in powershell.SCRIPTS],
             "uptodate": [config_changed({"harden": asdict(cfg.harden), "logs": asdict(cfg.logs),
                                          "service": asdict(cfg.service), "project": asdict(cfg.project)})],

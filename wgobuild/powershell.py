@@ -234,9 +234,24 @@ def script_values(config: Config) -> dict[str, str]:
     return v.values
 
 
+SHARED = "_shared"  # template of functions several scripts use, copied into each (scripts stand alone)
+
+
+def shared_blocks() -> dict[str, str]:
+    """``{"shared_<block>": functions}`` from ``_shared.ps1``; trusted template text, never config values."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in template_text(SHARED).splitlines():
+        if line.startswith("# wgobuild:block "):
+            current = blocks.setdefault("shared_" + line.split()[-1], [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).strip("\n") for name, lines in blocks.items()}
+
+
 def render_all(config: Config) -> dict[str, str]:
     """``{"harden.ps1": text, ...}`` with CRLF line endings; validation happens before any text is produced."""
-    values = script_values(config)
+    values = {**script_values(config), **shared_blocks()}
     out = {}
     for name in SCRIPTS:
         rendered = _Template(template_text(name)).substitute(values)
