@@ -143,24 +143,29 @@ def install_signal_handlers(handler: Callable[[int, object], None] | None = None
                 signal.signal(sig, handler or _on_signal)
 
 
-def _popen(
-    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | str | None, stdin: object
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    stdin: object = subprocess.DEVNULL,
+    stdout: object = subprocess.PIPE,
+    stderr: object = subprocess.STDOUT,
 ) -> subprocess.Popen:
+    """Start ``argv`` (a list, never a shell string) in its own process group (Windows) or session (POSIX).
+
+    The console's Ctrl-C then reaches wgobuild alone, which stops the child's whole tree in order. :func:`run` uses
+    it for programs it waits for; the ``serve`` supervisor for the long-lived service it watches.
+    """
     kwargs: dict[str, object] = {}
     if os.name == "nt":
-        # Own process group: the console's Ctrl-C reaches wgobuild, which then stops the tree in order.
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
     else:
         kwargs["start_new_session"] = True
     try:
         return subprocess.Popen(
-            list(argv),
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            **kwargs,
+            [str(a) for a in argv], stdin=stdin, stdout=stdout, stderr=stderr,
+            env=dict(env) if env is not None else None, cwd=cwd, **kwargs,
         )
     except FileNotFoundError:
         raise ToolMissing(f"{argv[0]}: program not found; install it or put it on PATH") from None
@@ -190,7 +195,7 @@ def run(
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
     start = time.perf_counter()
     try:
-        popen = _popen(argv, env, cwd, stdin)
+        popen = spawn(argv, env=env, cwd=cwd, stdin=stdin)
     finally:
         if stdin_path:
             stdin.close()  # type: ignore[union-attr]

@@ -190,16 +190,11 @@ class RotatingLog:
 
 def _spawn(argv: list[str], *, env: dict[str, str] | None, cwd: Path | None, stdin: int | None,
            outputs: bool) -> subprocess.Popen:
-    """Start a long-lived child in its own process group/session, so a console Ctrl-C reaches only the supervisor."""
-    kwargs: dict[str, Any] = {}
-    if os.name == "nt":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-    else:
-        kwargs["start_new_session"] = True
+    """Start a long-lived child through the process runner's :func:`proc.spawn` (own group/session)."""
     pipe = subprocess.PIPE if outputs else subprocess.DEVNULL
     try:
-        return subprocess.Popen(argv, stdin=stdin, stdout=pipe, stderr=pipe, env=env, cwd=cwd, **kwargs)
-    except OSError as exc:
+        return proc.spawn(argv, env=env, cwd=cwd, stdin=stdin, stdout=pipe, stderr=pipe)
+    except (OSError, WgobuildError) as exc:
         raise WgobuildError(f"serve: cannot start {argv[0]}: {exc}") from None
 
 
