@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures_go import write_module
@@ -68,4 +69,15 @@ def test_doctor_reports_each_part(tmp_path: Path) -> None:
     assert any("Docker engine" in line for line in lines)
     powershell = next(line for line in lines if "PowerShell" in line)
     assert powershell.startswith("missing") and "dist/powershell" in powershell
-    assert any(("Registry" in line or "Base image" in line) for line in lines)
+    windows = next(line for line in lines if "Base windows/amd64" in line)
+    assert windows.startswith("missing") and "mcr.microsoft.com" in windows and "windows_base" in windows
+    assert next(line for line in lines if "Base linux/amd64" in line).startswith("ok")
+
+
+def test_doctor_finds_a_reachable_base(tmp_path: Path, seeded_bases: Any) -> None:
+    from fixtures_go import copy_hello
+
+    root = copy_hello(tmp_path / "hello", windows_base=f'"{seeded_bases.windows}"')
+    result = wgobuild(root, "doctor")
+    line = next(x for x in result.stdout.splitlines() if "Base windows/amd64" in x)
+    assert line.startswith("ok") and seeded_bases.windows in line, result.stdout

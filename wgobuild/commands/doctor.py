@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from wgobuild import gotool, proc
@@ -46,38 +45,48 @@ def check_powershell() -> Check:
         return "PowerShell", False, str(exc)
 
 
-def check_registry(root: Path) -> Check:
-    """Can the base images be reached? (mcr.microsoft.com by default; a configured registry otherwise)."""
+def check_bases(root: Path) -> list[Check]:
+    """Can each platform's base image be had? A registry base is asked for its manifest (no layers pulled)."""
     from wgobuild import config as config_mod
+    from wgobuild.config import LOCAL_BASE_PREFIXES
+    from wgobuild.oci import bases
+    from wgobuild.oci.registry import Client, Reference
 
-    base = "mcr.microsoft.com/windows/nanoserver"
     try:
         cfg = config_mod.load(root)
-        base = cfg.image.windows_base
-    except WgobuildError:
-        pass
-    host = base.split("/", 1)[0] if "/" in base and ("." in base.split("/")[0] or ":" in base.split("/")[0]) \
-        else "registry-1.docker.io"
-    if Path(base).exists():
-        return "Base image", True, f"local {base}"
-    import requests
-
-    scheme = "http" if host.startswith(("127.", "localhost")) else "https"
-    try:
-        requests.get(f"{scheme}://{host}/v2/", timeout=5)
-    except requests.RequestException as exc:
-        return ("Registry", False, f"{host} unreachable ({type(exc).__name__}); point image.windows_base at a "
-                "reachable registry, a local OCI layout or a docker-save tar (docs/oci.md)")
-    return "Registry", True, f"{host} answers"
+    except WgobuildError as exc:
+        return [("Base images", False, f"no usable wgobuild.toml here ({exc})")]
+    checks: list[Check] = []
+    for platform in cfg.platforms:
+        spec = bases.base_spec(cfg, platform)
+        what = f"Base {platform}"
+        if spec == "scratch":
+            checks.append((what, True, "scratch (no base needed)"))
+        elif spec.startswith(LOCAL_BASE_PREFIXES):
+            path = Path(spec.split(":", 1)[1])
+            path = path if path.is_absolute() else cfg.root / path
+            checks.append((what, path.exists(), spec if path.exists() else f"{path} does not exist"))
+        else:
+            ref = Reference.parse(spec)
+            try:
+                found = Client(ref.registry, list(cfg.image.insecure_registries)).manifest_exists(
+                    ref.repository, ref.ref)
+                problem = f"{spec}: no such image in the registry"
+            except WgobuildError as exc:
+                found, problem = False, str(exc)
+            checks.append((what, found, spec if found else
+                           f"{problem}. The image step reports this platform as not built; point "
+                           "image.windows_base/linux_base/bases at a reachable registry, an OCI layout (oci:PATH) "
+                           "or a docker-save tar (docker-archive:PATH) (docs/oci.md)"))
+    return checks
 
 
 def run(root: Path) -> int:
-    checks: list[Callable[[], Check]] = [check_go, check_docker, check_powershell, lambda: check_registry(root)]
+    checks = [check_go(), check_docker(), check_powershell(), *check_bases(root)]
     missing = []
-    for check in checks:
-        what, ok, detail = check()
+    for what, ok, detail in checks:
         if not ok:
             missing.append(what)
-        print(f"{'ok' if ok else 'missing':8} {what:14} {detail}")
+        print(f"{'ok' if ok else 'missing':8} {what:20} {detail}")
     print("all present" if not missing else f"{len(missing)} missing: builds go on with what is here (see above)")
     return 1 if "Go toolchain" in missing else 0  # without Go nothing can be built; the rest is optional
