@@ -133,5 +133,7 @@ def choose_backend(config: Config, platform: Platform) -> ImageBackend:
         reason = backend.unavailable(platform)
         if reason is None:
             return backend
+        if len(candidates) > 1:  # one line for both: the engine's first sentence, the daemonless backend's advice
+            reason = reason.split(". ")[0]
         reasons.append(f"{backend.name}: {reason}")
     raise NoBackend(f"cannot build the {platform} image here: " + "; ".join(reasons))
