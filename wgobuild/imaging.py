@@ -101,5 +101,8 @@ def size_table(results: list[ImageResult]) -> str:
              for r in results if r.backend != "none"]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines += [f"{r.platform}: not built: {r.extra.get('unavailable', '')}" for r in results if r.backend == "none"]
+    unbuilt = [r for r in results if r.backend == "none"]
+    lines += [f"{r.platform}: not built: {r.extra.get('unavailable', '')}" for r in unbuilt]
+    if unbuilt:  # the record keeps the step up to date, so a no-op run never waits on the network again
+        lines.append("(tried again when its inputs change; `doit forget image-platform` tries again now)")
     return "\n".join(lines)
