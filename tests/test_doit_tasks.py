@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -198,3 +199,18 @@ def test_local_base_goes_daemonless_and_a_missing_one_is_an_error(hello: Path, t
     assert result.returncode == 1, result.output
     assert f"{tmp_path}/missing-layout does not exist" in result.output and "Traceback" not in result.output
     assert "FROM scratch" in (hello / "dist/docker/linux-amd64/Dockerfile").read_text()
+
+
+def test_push_puts_one_index_for_every_platform_in_the_registry(hello: Path, seeded_bases: Any) -> None:
+    from fixtures_registry import skopeo
+
+    repository = f"{seeded_bases.registry.host}/team/pushed"
+    toml = hello / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace("[image]\n", f'[image]\nrepository = "{repository}"\ntag = "v1"\n'))
+    result = run_doit(hello, "image", "--push")
+    assert result.returncode == 0, result.output
+    assert f"pushed {repository}@sha256:" in result.output
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{repository}:v1").output)
+    assert sorted(m["platform"]["os"] for m in raw["manifests"]) == ["linux", "windows"]
+    again = run_doit(hello, "image")
+    assert again.ran == set(), "pushing does not make the next plain run do anything"
