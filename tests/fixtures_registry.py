@@ -345,19 +345,12 @@ def oci_binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from wgobuild import gotool
     from wgobuild.config import Platform
 
-    source = EXAMPLE
-    if not (source / "main.go").is_file():  # a minimal stand-in while the example is being written
-        source = tmp_path_factory.mktemp("hello-src")
-        (source / "go.mod").write_text("module example.com/hello\n\ngo 1.22\n")
-        (source / "main.go").write_text('package main\n\nimport "fmt"\n\nvar version = "dev"\n\n'
-                                        'func main() { fmt.Println(version) }\n')
     out = tmp_path_factory.mktemp("bin")
     built = {}
     for text in ("linux/amd64", "windows/amd64"):
         plat = Platform.parse(text)
         target = out / plat.key / f"hello{plat.exe_suffix}"
-        proc.run([gotool.find_go(), "build", "-trimpath", "-ldflags", f"-s -w -X main.version={VERSION}", "-o",
-                  target, "."], env=gotool.go_env_vars(plat), cwd=source, quiet=True, check=True, step="go build")
+        gotool.build(EXAMPLE, ".", plat, target, VERSION)
         built[plat.os] = target
     return built
 
