@@ -49,9 +49,7 @@ def compile_hello(out: Path) -> dict[str, Path]:
     for text in ("linux/amd64", "windows/amd64"):
         plat = wconfig.Platform.parse(text)
         target = out / plat.key / f"hello{plat.exe_suffix}"
-        proc.run([gotool.find_go(), "build", "-trimpath", "-ldflags", f"-s -w -X main.version={VERSION}", "-o",
-                  target, "."], env=gotool.go_env_vars(plat), cwd=REPO / "examples" / "hello", quiet=True,
-                 check=True, step="go build")
+        gotool.build(REPO / "examples" / "hello", ".", plat, target, VERSION)
         built[plat.os] = target
     return built
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from wgobuild import config, containers, gotool, proc
+from wgobuild import config, containers, gotool
 from wgobuild.config import Platform
 from wgobuild.errors import ConfigError, WgobuildError
 
@@ -114,8 +114,7 @@ def hello_image(docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> I
     """The linux/amd64 build of examples/hello in a scratch image on the test engine."""
     linux = Platform("linux", "amd64")
     out = tmp_path_factory.mktemp("hello") / "hello"
-    proc.run([gotool.find_go(), "build", "-trimpath", "-o", out, "."], env=gotool.go_env_vars(linux), cwd=HELLO,
-             quiet=True, check=True, step="build examples/hello for linux/amd64", timeout=300)
+    gotool.build(HELLO, ".", linux, out, "run-test")
     client = containers.connect()
     tag = "wgobuild-test/hello:run"
     _build_image(client, out, tag)

@@ -116,9 +116,7 @@ def test_missing_go_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def host() -> tuple[str, str]:
-    from wgobuild.doit_tasks import host_platform
-
-    p = host_platform()
+    p = Platform.host()
     return p.os, p.arch
 
 

@@ -18,6 +18,7 @@ import pytest
 from test_containers import hello_image  # noqa: F401 - the shared module-scoped image fixture
 
 from wgobuild import config, gotool, proc, supervisor
+from wgobuild.config import Platform
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = REPO / "examples" / "hello"
@@ -36,9 +37,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def hello_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The native build of examples/hello (what `doit build` puts in dist/<host platform>/)."""
-    out = tmp_path_factory.mktemp("native") / f"hello{supervisor.host_platform().exe_suffix}"
-    proc.run([gotool.find_go(), "build", "-trimpath", "-o", out, "."], env=gotool.go_env_vars(), cwd=HELLO,
-             quiet=True, check=True, step="build examples/hello", timeout=300)
+    out = tmp_path_factory.mktemp("native") / f"hello{Platform.host().exe_suffix}"
+    gotool.build(HELLO, ".", Platform.host(), out, "serve-test")
     return out
 
 
@@ -48,7 +48,7 @@ def project(tmp_path: Path, hello_exe: Path) -> Iterator[Path]:
     root = tmp_path / "hello"
     shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("dist", ".wgobuild"))
     cfg = config.load(root)
-    exe = cfg.binary_path(cfg.binaries[0], supervisor.host_platform())
+    exe = cfg.binary_path(cfg.binaries[0], Platform.host())
     exe.parent.mkdir(parents=True)
     shutil.copy2(hello_exe, exe)
     yield root

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from wgobuild import config, proc, supervisor
+from wgobuild.config import Platform
 from wgobuild.errors import ConfigError, WgobuildError
 from wgobuild.supervisor import RotatingLog, ServeGaveUp, ServeSpec, Supervisor
 
@@ -346,7 +347,7 @@ def test_spec_from_config(tmp_path: Path, gofix: dict[str, Path]) -> None:
     cfg = config.from_dict(data, root, root / "wgobuild.toml")
     with pytest.raises(WgobuildError, match="does not exist; build it first"):
         supervisor.spec_from_config(cfg)
-    exe = cfg.binary_path(cfg.binaries[0], supervisor.host_platform())
+    exe = cfg.binary_path(cfg.binaries[0], Platform.host())
     exe.parent.mkdir(parents=True)
     exe.write_bytes(gofix["crasher"].read_bytes())
     spec = supervisor.spec_from_config(cfg)

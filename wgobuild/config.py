@@ -68,6 +68,16 @@ class Platform:
                 raise ValueError(f"{text!r}: os.version must look like 10.0.20348")
         return cls(goos, goarch, version)
 
+    @classmethod
+    def host(cls) -> Platform:
+        """This machine's GOOS/GOARCH: golden cases and ``serve`` run binaries built for it."""
+        import platform as py_platform
+        import sys
+
+        machine = py_platform.machine().lower()
+        arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+        return cls({"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux"), arch)
+
     @property
     def key(self) -> str:
         """``os-arch`` (plus ``-<build>`` for an explicit os.version): the folder name under ``dist/``."""

@@ -33,16 +33,6 @@ from wgobuild.report import RunReport, StepFigures
 RUN = RunReport()
 
 
-def host_platform() -> Platform:
-    """The GOOS/GOARCH of this machine (golden cases run binaries built for it)."""
-    import platform as py_platform
-
-    machine = py_platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-    goos = {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
-    return Platform(goos, arch)
-
-
 def step(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
     """Wrap a core call as a doit action: figures go to the run report, a WgobuildError fails only this task."""
 
@@ -103,7 +93,7 @@ class Project:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.version = gotool.project_version(cfg.root, cfg.project.version)
-        self.host = host_platform()
+        self.host = Platform.host()
         build_platforms = {(p.os, p.arch): Platform(p.os, p.arch) for p in cfg.platforms}
         if cfg.golden:
             build_platforms.setdefault((self.host.os, self.host.arch), self.host)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform as _platform
 import signal
 import subprocess
 import sys
@@ -86,14 +85,6 @@ class ServeSpec:
         return self.state_dir / STOP_NAME
 
 
-def host_platform() -> Platform:
-    """The GOOS/GOARCH of this machine (the ``serve`` binary is the native build)."""
-    goos = {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux")
-    machine = _platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, "arm")
-    return Platform(goos, arch)
-
-
 def spec_from_config(
     cfg: Config, *, binary: str = "", args: list[str] | None = None, poll_s: float = 0.25
 ) -> ServeSpec:
@@ -103,10 +94,10 @@ def spec_from_config(
     match = [b for b in cfg.binaries if b.name == wanted]
     if not match:
         raise ConfigError(cfg.path, "[run].binary", f"{wanted!r} is not one of the binaries: {names}")
-    exe = cfg.binary_path(match[0], host_platform())
+    exe = cfg.binary_path(match[0], Platform.host())
     if not exe.is_file():
         raise WgobuildError(f"serve: {exe} does not exist; build it first with `doit build` (native platform "
-                            f"{host_platform()} must be in [build].platforms)")
+                            f"{Platform.host()} must be in [build].platforms)")
     ncpu = psutil.cpu_count() or 1
     for i, cpu in enumerate(cfg.limits.affinity):
         if cpu >= ncpu:
