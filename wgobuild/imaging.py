@@ -35,7 +35,7 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
     except NoBackend as exc:
         if cfg.image.backend != "auto":  # the backend asked for by name must work: fail the step
             raise
-        proc.echo(f"skipped: {exc}", f"image-platform:{platform.key}")
+        proc.echo("not built here (why, and what to do, is in the summary below)", f"image-platform:{platform.key}")
         result = ImageResult(backend="none", platform=str(platform), reference="", digest="", size=0,
                              extra={"unavailable": str(exc)})
         result.save(record)

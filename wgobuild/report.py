@@ -49,7 +49,7 @@ class RunReport:
             return f"wgobuild: nothing to do, all {skipped} steps up to date."
         rows = [("step", "status", "wall", "cpu", "peak rss")]
         rows += [(s.step, s.status, f"{s.wall_s:.2f}s", f"{s.cpu_s:.2f}s",
-                  human_size(s.peak_rss) if s.programs else "-") for s in ran]  # peak RSS of programs run
+                  human_size(s.peak_rss) if s.peak_rss else "-") for s in ran]  # peak RSS of programs run
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
                            for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
