@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_go import copy_hello, run_doit
+from services import service_missing
 
 from wgobuild import config, dockerfile, engine, gotool, proc
 from wgobuild.config import Platform
@@ -216,7 +217,7 @@ def test_windows_target_refused_on_a_linux_engine(built: tuple[config.Config, Im
     cfg, _ = built
     backend = engine.EngineBackend(cfg)
     if backend.engine_os != "linux":
-        pytest.skip("this engine runs Windows containers")
+        service_missing("a Linux engine (this one runs Windows containers)")
     reason = backend.unavailable(WINDOWS)
     assert reason is not None and "Windows engine" in reason and "oci" in reason
     assert backend.unavailable(LINUX) is None
@@ -390,7 +391,7 @@ class _CountingProxy:
 @pytest.mark.slow
 def test_doit_image_noop_contacts_almost_nothing_and_go_change_rebuilds(docker_host: str, tmp_path: Path) -> None:
     if not docker_host.startswith("unix://"):
-        pytest.skip("the request-counting proxy needs a unix-socket engine")
+        service_missing("a unix-socket engine for the request-counting proxy")
     cfg = linux_hello(tmp_path / "h", repository=f'"{PREFIX}/e2e"')
     first = run_doit(cfg.root, "image")
     assert first.returncode == 0, first.output

@@ -176,7 +176,7 @@ class Project:
 
         cfg = self.cfg
         for platform in cfg.platforms:
-            out = self.docker_dir(platform)
+            out = dockerfile.docker_dir(cfg, platform)
             templates = [str(p) for p in dockerfile.template_paths(cfg, platform)]
             yield {
                 "name": platform.key,
@@ -210,7 +210,7 @@ class Project:
         for platform in cfg.platforms:
             record = imaging.record_path(cfg, platform)
             inputs = [str(cfg.binary_path(b, platform)) for b in cfg.binaries]
-            inputs.append(str(self.docker_dir(platform) / "Dockerfile"))
+            inputs.append(str(dockerfile.docker_dir(cfg, platform) / "Dockerfile"))
             after = ["test", "golden"]
             if cfg.image.style == "multistage":  # compiled inside the builder stage: the Go sources are the input
                 inputs += sorted({f for files in self.deps(Platform(platform.os, platform.arch)).values()
@@ -251,9 +251,6 @@ class Project:
         }
 
     # -- helpers --------------------------------------------------------------------------------------------------
-
-    def docker_dir(self, platform: Platform) -> Path:
-        return self.cfg.out_dir / "docker" / platform.key
 
     def image_settings(self, platform: Platform) -> dict[str, Any]:
         return {"image": asdict(self.cfg.image), "version": self.version, "platform": str(platform),
