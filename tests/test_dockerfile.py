@@ -37,17 +37,19 @@ def dockerfile_of(cfg: config.Config, platform: str, version: str = "1.2.3") -> 
 @pytest.mark.parametrize("style", ["prebuilt", "multistage"])
 @pytest.mark.parametrize("runtime", ["nanoserver", "servercore"])
 def test_windows_dockerfile_structure(tmp_path: Path, os_version: str, style: str, runtime: str) -> None:
-    cfg = make_config(tmp_path / "m", style=style, runtime=runtime)
+    ltsc = LTSC[os_version]
+    pinned = {"go_image": "registry.local/golang:1.22-windowsservercore-1809"} if ltsc == "ltsc2019" else {}
+    cfg = make_config(tmp_path / "m", style=style, runtime=runtime, **pinned)
     platform = Platform.parse(f"windows/amd64:{os_version}")
     rendered = dockerfile.render(cfg, platform, "1.2.3")
     text, ignore = rendered["Dockerfile"], rendered[".dockerignore"]
     assert text.splitlines()[0] == "# escape=`"
     stages = dockerfile.stages(dockerfile.parse(text))
-    ltsc = LTSC[os_version]
     if style == "multistage":
         assert len(stages) == 2
         build = stages[0]
-        assert build[0].words() == [f"golang:1.23-windowsservercore-{ltsc}", "AS", "build"]
+        builder = pinned.get("go_image") or f"golang:1.22-windowsservercore-{ltsc}"  # go.mod says go 1.22
+        assert build[0].words() == [builder, "AS", "build"]
         runs = [i for i in build if i.cmd == "RUN"]
         assert [r.json[:2] for r in runs] == [["go", "build"], ["go", "build"]]  # exec form, one per binary
         assert runs[0].json[runs[0].json.index("-ldflags") + 1] == "-s -w -X main.version=1.2.3"
@@ -104,11 +106,46 @@ def test_linux_dockerfile_structure(tmp_path: Path, style: str) -> None:
     assert by_cmd["ENTRYPOINT"].json == ["/app/svc"]
     assert not [i for i in final if i.cmd == "RUN"]  # scratch has no shell
     if style == "multistage":
-        assert stages[0][0].words() == ["golang:1.23", "AS", "build"]
+        assert stages[0][0].words() == ["golang:1.22", "AS", "build"]
         assert stages[0][[i.cmd for i in stages[0]].index("ENV")].pairs()["GOOS"] == "linux"
     else:
         copies = [i.json for i in final if i.cmd == "COPY"]
         assert copies == [["dist/linux-amd64/svc", "/app/svc"], ["dist/linux-amd64/tool", "/app/tool"]]
+
+
+@pytest.mark.parametrize(
+    ("go_mod", "go_image", "platform", "expected"),
+    [
+        ("go 1.24.3\n", "golang", "windows/amd64:10.0.20348", "golang:1.24-windowsservercore-ltsc2022"),
+        ("go 1.24\ntoolchain go1.25.1\n", "golang", "windows/amd64:10.0.26100",
+         "golang:1.25-windowsservercore-ltsc2025"),
+        ("go 1.25\n", "mirror.local:5000/golang", "linux/amd64", "mirror.local:5000/golang:1.25"),
+        # A tag or digest the user wrote is left exactly as written: no suffix appended.
+        ("go 1.25\n", "golang:1.25.4-nanoserver-ltsc2022", "windows/amd64", "golang:1.25.4-nanoserver-ltsc2022"),
+        ("go 1.25\n", "golang@sha256:" + "a" * 64, "windows/amd64", "golang@sha256:" + "a" * 64),
+        ("go 1.25\n", "mirror.local/golang:1.25-windowsservercore-1809", "windows/amd64:10.0.17763",
+         "mirror.local/golang:1.25-windowsservercore-1809"),
+    ],
+)
+def test_builder_image_follows_go_mod(tmp_path: Path, go_mod: str, go_image: str, platform: str,
+                                      expected: str) -> None:
+    cfg = make_config(tmp_path / "m", style="multistage", go_image=go_image)
+    (cfg.root / "go.mod").write_text("module example.com/svc\n\n" + go_mod)
+    assert dockerfile.builder_image(cfg, Platform.parse(platform)) == expected
+    assert dockerfile_of(cfg, platform)[0].words() == [expected, "AS", "build"]
+
+
+def test_builder_image_refuses_what_does_not_exist(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path / "m", style="multistage")
+    with pytest.raises(ConfigError, match=r"\[image\]\.go_image: golang images for ltsc2019 are no longer published"):
+        dockerfile.render(cfg, Platform.parse("windows/amd64:10.0.17763"), "1.0.0")
+    (cfg.root / "go.mod").write_text("module example.com/svc\n")
+    with pytest.raises(ConfigError, match=r"\[image\]\.go_image: no go line in .*go\.mod"):
+        dockerfile.render(cfg, Platform.parse("linux/amd64"), "1.0.0")
+    # prebuilt images need no builder: nothing is asked of go.mod
+    prebuilt = make_config(tmp_path / "p")
+    (prebuilt.root / "go.mod").write_text("module example.com/svc\n")
+    assert dockerfile.render(prebuilt, Platform.parse("windows/amd64:10.0.17763"), "1.0.0")["Dockerfile"]
 
 
 def test_configured_bases_tags_and_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

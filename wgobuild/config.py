@@ -211,7 +211,7 @@ class Image:
     windows_base: str = "mcr.microsoft.com/windows/nanoserver"
     servercore_base: str = "mcr.microsoft.com/windows/servercore"
     linux_base: str = "scratch"
-    go_image: str = "golang:1.23"
+    go_image: str = "golang"  # no tag: the tag follows go.mod (dockerfile.builder_image)
     workdir: str = ""  # default: C:\app on Windows, /app on linux
     args: list[str] = field(default_factory=list)
     expose: list[int] = field(default_factory=list)

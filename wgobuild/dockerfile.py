@@ -80,6 +80,47 @@ def _with_tag(reference: str, tag: str) -> str:
     return reference if ":" in last or "@" in reference else f"{reference}:{tag}"
 
 
+# Windows releases docker-library/golang publishes ``golang:<X.Y>-windowsservercore-<ltsc>`` tags for (checked
+# against docker-library/golang's versions.json on 2026-11-29: Go 1.25 and 1.26, ltsc2022 and ltsc2025; the
+# ltsc2019 tags were named ``-1809`` and were removed in May 2025). docs/windows.md keeps the table.
+GOLANG_WINDOWS_RELEASES = ("ltsc2022", "ltsc2025")
+_GO_LINE = re.compile(r"^\s*(?:go|toolchain\s+go)\s*(\d+)\.(\d+)", re.MULTILINE)
+
+
+def go_release(root: Path) -> str:
+    """``X.Y`` of the Go release the module asks for: its ``toolchain`` line, else its ``go`` line."""
+    try:
+        text = (root / "go.mod").read_text(encoding="utf-8", errors="replace")[:1 << 20]
+    except OSError:
+        return ""
+    found = {m.group(0).split()[0]: f"{m[1]}.{m[2]}" for m in _GO_LINE.finditer(text)}
+    return found.get("toolchain") or found.get("go") or ""
+
+
+def builder_image(config: Config, platform: Platform) -> str:
+    """The builder stage's image of the ``multistage`` style.
+
+    A ``go_image`` that names a tag or digest is used as it is. Otherwise the tag follows go.mod (``toolchain``,
+    else ``go``): ``golang:1.25`` on linux, ``golang:1.25-windowsservercore-ltsc2022`` on Windows, which
+    docker-library publishes for ltsc2022 and ltsc2025 only: an ltsc2019 target needs a pinned ``go_image``.
+    """
+    key = "[image].go_image"
+    reference = _image(config, key, config.image.go_image)
+    if _with_tag(reference, "x") == reference:  # names a tag or a digest: the user's choice, left alone
+        return reference
+    release = go_release(config.root)
+    if not release:
+        raise ConfigError(config.path, key, f"no go line in {config.root / 'go.mod'} to pick the builder's tag "
+                                            "from: set go_image with a tag, such as 'golang:1.25'")
+    if platform.os != "windows":
+        return f"{reference}:{release}"
+    if platform.ltsc not in GOLANG_WINDOWS_RELEASES:
+        raise ConfigError(config.path, key, f"golang images for {platform.ltsc} are no longer published (the "
+                                            "-1809 tags were removed in May 2025): pin go_image to a builder "
+                                            "image you keep for that release, with its tag")
+    return f"{reference}:{release}-windowsservercore-{platform.ltsc}"
+
+
 def _relative(config: Config, path: Path, key: str) -> str:
     """A context-relative, forward-slash path that needs no quoting in a Dockerfile."""
     try:
@@ -185,13 +226,11 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
     if base.startswith(LOCAL_BASE_PREFIXES):
         # A local layout or archive feeds the daemonless backend; an engine build pulls the usual image instead.
         base = DEFAULT_BASES["servercore" if servercore else "nanoserver"] if windows else "scratch"
+    runtime_base = _image(config, base_key, base)
     if windows:
-        runtime_base = _with_tag(_image(config, base_key, base), platform.ltsc)
-        go_base = _with_tag(_image(config, "[image].go_image", image.go_image), "latest")
-        go_base = go_base if "@" in go_base else f"{go_base}-windowsservercore-{platform.ltsc}"
-    else:
-        runtime_base = _image(config, base_key, base)
-        go_base = _image(config, "[image].go_image", image.go_image)
+        runtime_base = _with_tag(runtime_base, platform.ltsc)
+    # go_image is checked even when unused, so a typo is caught before someone switches to multistage.
+    go_base = builder_image(config, platform) if multistage else _image(config, "[image].go_image", image.go_image)
 
     workdir = image.workdir or ("C:\\app" if windows else "/app")
     if not (_WINDOWS_DIR if windows else _LINUX_DIR).match(workdir):
