@@ -61,6 +61,14 @@ def test_windows_plan_drops_what_windows_engines_reject(tmp_path: Path) -> None:
     assert "Windows engines reject it" in text
 
 
+def test_host_network_is_refused_for_windows_containers(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, run={"network": "host"})
+    with pytest.raises(ConfigError, match="Windows containers have no host network") as info:
+        containers.plan(cfg, engine_os="windows", engine_cpus=4, image="x:1")
+    assert info.value.key == "[run].network"
+    assert containers.plan(cfg, engine_os="linux", engine_cpus=4, image="x:1").create_kwargs["network_mode"] == "host"
+
+
 def test_impossible_cpus_for_the_engine(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, {"cpus": 8})
     with pytest.raises(ConfigError, match="engine has 2") as info:

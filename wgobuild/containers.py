@@ -134,6 +134,9 @@ def plan(
         kw["command"] = list(args if args is not None else run.args)
     if run.env:
         kw["environment"] = dict(run.env)
+    if run.network == "host" and windows:
+        raise ConfigError(cfg.path, "[run].network", "Windows containers have no host network: leave it unset "
+                                                     "(nat) or name a transparent or l2bridge network")
     if run.network:
         apply("network_mode", run.network, f"network: {run.network}")
     ports: dict[str, int | None] = {}
