@@ -287,8 +287,8 @@ def windows_base_image(url: str, repo: str, os_version: str) -> tuple[bytes, dic
                               ("Files/Windows/System32/kernel.txt", f"nanoserver {os_version}\n".encode()),
                               ("Hives", None), ("Hives/DefaultUser_Delta", b"hive")], windows=True)
     config = {"architecture": "amd64", "os": "windows", "os.version": os_version, "created": "2024-05-01T00:00:00Z",
-              "config": {"Env": ["PATH=C:\\Windows\\system32;C:\\Windows"], "User": "ContainerUser",
-                         "Cmd": ["c:\\windows\\system32\\cmd.exe"]},
+              # Like mcr.microsoft.com's Windows bases: no Env (PATH lives in the image's registry hive).
+              "config": {"User": "ContainerUser", "Cmd": ["c:\\windows\\system32\\cmd.exe"]},
               "rootfs": {"type": "layers", "diff_ids": [diff_id]},
               "history": [{"created": "2024-05-01T00:00:00Z", "created_by": f"Apply image {os_version}"}]}
     config_bytes = json.dumps(config).encode()

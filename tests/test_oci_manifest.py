@@ -36,6 +36,17 @@ def test_windows_config_keeps_base_platform_and_appends_layer():
     assert BASE["rootfs"]["diff_ids"] == ["sha256:a"]  # the base document is not modified
 
 
+def test_windows_base_without_env_gets_no_path():
+    """nanoserver and servercore carry no Env: PATH comes from the image's registry, and setting it would replace
+    all of it (servercore would lose PowerShell, Wbem and OpenSSH). Only the app's own env is added."""
+    base = {**BASE, "config": {"User": "ContainerUser"}}
+    inner = mf.image_config(base, "sha256:b", app())["config"]
+    assert inner["Env"] == ["MODE=prod"]
+    assert not [e for e in inner["Env"] if e.upper().startswith("PATH=")]
+    without_env = mf.image_config(base, "sha256:b", app(env={}))["config"]
+    assert "Env" not in without_env or without_env["Env"] == []
+
+
 def test_created_from_source_date_epoch_and_scratch_config():
     cfg = mf.image_config(None, "sha256:b", app(os="linux", os_version="", workdir="/app", entrypoint=["/app/svc"],
                                                 created="2023-11-14T22:13:20Z", user="65532"))

@@ -27,7 +27,6 @@ FAMILIES = {
 MANIFESTS = (DOCKER_MANIFEST, OCI_MANIFEST)
 INDEXES = (DOCKER_LIST, OCI_INDEX)
 ACCEPT = ", ".join((*MANIFESTS, *INDEXES))
-WINDOWS_PATH = "C:\\Windows\\system32;C:\\Windows"
 
 
 def canonical(doc: Any) -> bytes:
@@ -95,12 +94,15 @@ def image_config(base: dict[str, Any] | None, diff_id: str, app: AppSettings) ->
     for item in inner.get("Env") or []:
         name, _, value = item.partition("=")
         env[name] = value
-    sep = ";" if app.os == "windows" else ":"
     if app.os == "windows":
-        key = next((k for k in env if k.upper() == "PATH"), "PATH")
-        env[key] = sep.join([app.workdir, env.get(key) or WINDOWS_PATH])
+        # Windows bases carry no Env: PATH comes from the registry inside the image, and a PATH set here would
+        # replace all of it (servercore would lose its PowerShell, Wbem and OpenSSH folders). The entrypoint is an
+        # absolute path, so only a base that sets PATH itself gets the app folder put in front.
+        key = next((k for k in env if k.upper() == "PATH"), None)
+        if key is not None:
+            env[key] = ";".join([app.workdir, env[key]])
     else:
-        env["PATH"] = sep.join([app.workdir, env.get("PATH") or "/usr/local/bin:/usr/bin:/bin"])
+        env["PATH"] = ":".join([app.workdir, env.get("PATH") or "/usr/local/bin:/usr/bin:/bin"])
     env.update(app.env)
     inner["Env"] = [f"{k}={v}" for k, v in env.items()]
     inner["Entrypoint"] = app.entrypoint
