@@ -6,6 +6,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from junitparser import Failure, JUnitXml
 
 from wgobuild import gotest
 from wgobuild.errors import StepFailed
@@ -47,3 +48,46 @@ def test_events_parse_into_cases() -> None:
     report = gotest.parse_test_events(lines)
     assert [(c.name, c.outcome) for c in report.cases] == [("TestA", "fail"), ("TestB", "pass")]
     assert not report.ok and "FAIL p TestA" in report.summary() and "boom" in report.summary()
+
+
+COLOURFUL_TEST = (
+    'package jobs\n\nimport (\n\t"fmt"\n\t"testing"\n)\n\n'
+    'func TestColours(t *testing.T) {\n'
+    '\tfmt.Println("\\x1b[31mred\\x1b[0m and a NUL:\\x00: bell\\x07 tab\\t <&> done")\n'
+    '\tt.Fatal("\\x1b[1mboom\\x1b[0m")\n}\n'
+)
+
+
+def test_junit_from_coloured_output_with_nul_parses_in_junit_consumers(multi: Path, tmp_path: Path) -> None:
+    """A real Go test printing ANSI colours, a NUL and a bell: junit.xml is well-formed for two XML readers."""
+    (multi / "lib/jobs/colour_test.go").write_text(COLOURFUL_TEST)
+    junit = tmp_path / "junit.xml"
+    with pytest.raises(StepFailed, match=r"FAIL example.com/multi/lib/jobs TestColours"):
+        gotest.test(multi, ["./lib/jobs"], flags=[], timeout="60s", tags=[], cgo=False, junit=junit)
+    raw = junit.read_text()
+    assert "\x1b" not in raw and "\x00" not in raw and "\x07" not in raw
+
+    # Go >= 1.27's test2json drops ESC itself (older ones pass it on: test_xml_safe_... covers that); NUL and BEL
+    # reach the writer from every version.
+    failure = ET.parse(junit).getroot().find(".//testcase[@name='TestColours']/failure")
+    assert failure is not None and failure.text is not None
+    assert "red[0m and a NUL:\\x00: bell\\x07 tab\t <&> done" in failure.text
+    assert "boom" in failure.text
+
+    parsed = JUnitXml.fromfile(str(junit))
+    cases = {case.name: case for suite in parsed for case in suite}
+    assert set(cases) == {"TestNext", "TestColours"}
+    assert cases["TestNext"].is_passed
+    results = cases["TestColours"].result
+    assert [type(r) for r in results] == [Failure]
+    assert "and a NUL:\\x00: bell\\x07" in (results[0].text or "")
+
+
+def test_xml_safe_keeps_what_xml_allows_and_marks_the_rest() -> None:
+    text = "\x1b[31mred\x1b[0m\x00\x08\x0b\x1f\ud800\ufffe ok\ttab\nline\rcr é 😀"
+    assert gotest.xml_safe(text) == "red\\x00\\x08\\x0b\\x1f\\ud800\\ufffe ok\ttab\nline\rcr é 😀"
+    report = gotest.TestReport([gotest.TestCase("p", "TestA", "fail", 0.1, [text])], {}, 0.1)
+    element = ET.fromstring(gotest.junit_xml(report).encode())
+    failure = element.find(".//failure")
+    assert failure is not None  # a parser reads CR as newline (XML end-of-line handling)
+    assert failure.text == gotest.xml_safe(text).replace("\r", "\n")

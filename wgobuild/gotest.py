@@ -6,6 +6,7 @@ Kept apart from :mod:`wgobuild.gotool` because only a run that tests needs it (a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,26 +96,43 @@ def parse_test_events(lines: list[str]) -> TestReport:
     return TestReport(cases=top_level, failed_packages=failed, elapsed=elapsed)
 
 
+# ANSI escape sequences (colours, cursor moves) and every character XML 1.0 forbids: C0 controls other than tab,
+# newline and CR, lone surrogates, U+FFFE and U+FFFF.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without ANSI sequences, other forbidden characters shown as ``\\xNN`` (XML 1.0 cannot hold them)."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        _ANSI.sub("", text))
+
+
 def junit_xml(report: TestReport) -> str:
-    """JUnit XML (one testsuite per package) for CI systems that show test results."""
+    """JUnit XML (one testsuite per package) for CI systems that show test results.
+
+    go test output may hold colours and raw bytes; they are made XML-safe (:func:`xml_safe`) so the file parses.
+    """
     from xml.etree import ElementTree as ET
 
     root = ET.Element("testsuites", tests=str(len(report.cases)), failures=str(report.count("fail")))
     packages = sorted({c.package for c in report.cases} | set(report.failed_packages))
     for package in packages:
         cases = [c for c in report.cases if c.package == package]
-        suite = ET.SubElement(root, "testsuite", name=package, tests=str(len(cases)),
+        suite = ET.SubElement(root, "testsuite", name=xml_safe(package), tests=str(len(cases)),
                               failures=str(sum(c.outcome == "fail" for c in cases)),
                               skipped=str(sum(c.outcome == "skip" for c in cases)))
         for case in cases:
-            element = ET.SubElement(suite, "testcase", classname=package, name=case.name, time=f"{case.elapsed:.3f}")
+            element = ET.SubElement(suite, "testcase", classname=xml_safe(package), name=xml_safe(case.name),
+                                    time=f"{case.elapsed:.3f}")
             if case.outcome == "fail":
-                ET.SubElement(element, "failure", message="failed").text = "".join(case.output)
+                ET.SubElement(element, "failure", message="failed").text = xml_safe("".join(case.output))
             elif case.outcome == "skip":
                 ET.SubElement(element, "skipped")
         if package in report.failed_packages:
-            element = ET.SubElement(suite, "testcase", classname=package, name="(package)")
-            ET.SubElement(element, "failure", message="package failed").text = "".join(report.failed_packages[package])
+            element = ET.SubElement(suite, "testcase", classname=xml_safe(package), name="(package)")
+            ET.SubElement(element, "failure", message="package failed").text = xml_safe(
+                "".join(report.failed_packages[package]))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -129,6 +147,7 @@ def test(root: Path, packages: list[str], *, flags: list[str], timeout: str, tag
     lines: list[str] = []
     result = proc.run(argv, env=go_env_vars(cgo=cgo), cwd=root, on_line=lines.append, label=label)
     report = parse_test_events(lines)
+    report.elapsed = result.wall_s  # the real time of `go test`: event Elapsed sums miss builds and parallel runs
     if not result.ok and report.ok:
         report.failed_packages["(go test)"] = lines[-20:]
     files.write_text(junit, junit_xml(report))
