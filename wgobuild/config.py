@@ -8,11 +8,12 @@ types, rejects unknown keys and runs each section's ``check`` method, so a bad v
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from wgobuild.errors import ConfigError
@@ -36,9 +37,31 @@ DEFAULT_WINDOWS_VERSION = "10.0.20348"
 LOCAL_BASE_PREFIXES = ("oci:", "oci-archive:", "docker-archive:")
 DEFAULT_BASES = {"nanoserver": "mcr.microsoft.com/windows/nanoserver",
                  "servercore": "mcr.microsoft.com/windows/servercore"}
-_OS_VERSION = re.compile(r"^10\.0\.\d{5}(\.\d+)?$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_GO_PACKAGE = re.compile(r"^(\.|\./[A-Za-z0-9._/-]+|[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)$")
+# Every validation pattern is used with re.fullmatch: ``$`` would also accept a trailing newline.
+_OS_VERSION = re.compile(r"10\.0\.\d{5}(\.\d{1,9})?")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_GO_PACKAGE = re.compile(r"(\.|\./[A-Za-z0-9._/-]+|[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}")
+_BUILD_TAG = re.compile(r"[A-Za-z0-9_.]{1,128}")
+_GO_DURATION = re.compile(r"\d{1,9}(ms|s|m|h)")
+_REPOSITORY = re.compile(r"([a-z0-9.-]+(:\d{1,5})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_BASE_KEY = re.compile(r"(windows|linux)[-/](amd64|arm64|arm)(-\d{5})?")
+_SCHEDULE = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+_PORT_SPEC = re.compile(r"(?:(\d{1,5}):)?(\d{1,5})(/(tcp|udp))?")
+_RUN_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. \\-]{0,63}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?")
+_SIZE = re.compile(r"\s{0,8}(\d{1,15}(?:\.\d{1,9})?)\s{0,8}([KMGT]?)(i?B)?\s{0,8}", re.IGNORECASE)
+
+# Limits on what is read (a hostile wgobuild.toml must cost little and end in one ConfigError).
+MAX_CONFIG_BYTES = 1024 * 1024  # checked before parsing
+MAX_KEY_PARTS = 16  # parts of one dotted key or table header (tomllib's memory grows with the square of this)
+MAX_KEYS = 10_000  # key/value pairs in the file
+MAX_DEPTH = 8  # nesting of tables and arrays; the schema needs 4
+MAX_INT = 2**31 - 1  # whole numbers: every setting fits in a signed 32-bit int (PowerShell [int], Windows APIs)
+MAX_FLOAT = 1e9  # seconds and CPU counts; also keeps sleeps and timers finite
+MAX_SIZE = 2**50  # 1 PiB: the largest [limits].memory
+MAX_PATH_CHARS = 1024  # a configured path; each part at most 255 (NAME_MAX, and the Windows limit)
 
 
 # Settings sections: frozen, and without the generated __eq__/__hash__/__repr__ nothing uses; each generated method
@@ -64,7 +87,7 @@ class Platform:
         if version:
             if goos != "windows":
                 raise ValueError(f"{text!r}: only windows platforms take an os.version")
-            if not _OS_VERSION.match(version):
+            if not _OS_VERSION.fullmatch(version):
                 raise ValueError(f"{text!r}: os.version must look like 10.0.20348")
         return cls(goos, goarch, version)
 
@@ -110,13 +133,94 @@ class Platform:
         return f"{self.goos_goarch}:{self.os_version}" if self.os_version else self.goos_goarch
 
 
+def relative_path_problem(value: str) -> str:
+    """Why ``value`` cannot be a path relative to the module ("" when it can): no absolute, Windows drive-relative
+    (``C:foo``) or rooted (``\\foo``) path, no ``..``, no over-long path or part. Checked the same on every OS."""
+    if not value.strip():
+        return "is empty"
+    if len(value) > MAX_PATH_CHARS:
+        return f"is longer than {MAX_PATH_CHARS} characters"
+    windows = PureWindowsPath(value)
+    if windows.drive or windows.root or PurePosixPath(value).is_absolute():
+        return "must be relative to the module (no drive, no leading slash or backslash)"
+    if ".." in windows.parts:
+        return "must not contain '..'"
+    if any(len(part) > 255 for part in windows.parts):
+        return "has a part longer than 255 characters"
+    return ""
+
+
+def inside_module(root: Path, value: str) -> Path:
+    """``root / value`` with symlinks resolved; ValueError when it is not strictly inside ``root``."""
+    problem = relative_path_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} {problem}")
+    real_root = root.resolve()
+    try:
+        target = (real_root / value).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, or a path the OS refuses
+        raise ValueError(f"{value!r} cannot be resolved: {exc}") from None
+    if target == real_root or real_root not in target.parents:
+        raise ValueError(f"{value!r} resolves to {target}, which is not inside the module {real_root}")
+    return target
+
+
+# Host folders a log folder may never be: the folder itself and everything below it ("trees"), or the folder itself
+# only ("exact": a subfolder such as /var/log/svc or C:\ProgramData\svc is fine). Compared case-insensitively on
+# Windows. The module root, its parents, and the module's .git, .wgobuild and out_dir are refused too.
+POSIX_SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev",
+                      "/proc", "/sys", "/run", "/root", "/snap", "/var/lib", "/var/run", "/var/lock", "/var/spool",
+                      "/var/cache", "/var/db")
+POSIX_SYSTEM_EXACT = ("/", "/var", "/var/log", "/home", "/opt", "/srv", "/mnt", "/media", "/tmp", "/var/tmp")
+WINDOWS_SYSTEM_TREES = ("\\windows", "\\programdata\\microsoft", "\\users\\default", "\\recovery",
+                        "\\system volume information", "\\$recycle.bin", "\\boot")
+WINDOWS_SYSTEM_EXACT = ("\\", "\\program files", "\\program files (x86)", "\\programdata", "\\users",
+                        "\\users\\public")
+
+
+def system_folder_problem(value: str, windows: bool) -> str:
+    """Why the absolute host folder ``value`` must not receive logs or ACL changes ("" when it may)."""
+    if windows:
+        pure = PureWindowsPath(value.replace("/", "\\"))
+        rest = "\\" + "\\".join(pure.parts[1:]).lower() if pure.drive else str(pure).lower()
+        rest = rest.rstrip("\\") or "\\"
+        trees, exact, sep = WINDOWS_SYSTEM_TREES, WINDOWS_SYSTEM_EXACT, "\\"
+    else:
+        rest = str(PurePosixPath(value))
+        trees, exact, sep = POSIX_SYSTEM_TREES, POSIX_SYSTEM_EXACT, "/"
+    if rest in exact or any(rest == tree or rest.startswith(tree + sep) for tree in trees):
+        return f"{value!r} is a system folder (or inside one); use a folder of its own such as " + (
+            "C:\\logs\\<service>" if windows else "/var/log/<service>")
+    return ""
+
+
+def log_folder_problem(folder: Path, root: Path, out_dir: Path, windows: bool = False) -> str:
+    """Why the resolved host ``folder`` must not be mounted read-write for a container's logs ("" when it may)."""
+    problem = system_folder_problem(str(folder), windows)
+    if problem:
+        return problem
+    try:
+        home = Path.home().resolve()
+    except (OSError, RuntimeError):
+        home = None
+    if folder == home:
+        return f"{str(folder)!r} is a home folder; use a folder of its own"
+    real_root = root.resolve()
+    if folder == real_root or folder in real_root.parents:
+        return f"{str(folder)!r} holds the module itself; use a folder of its own such as 'logs'"
+    for own in (real_root / ".git", real_root / ".wgobuild", out_dir.resolve()):
+        if folder == own or own in folder.parents or folder in own.parents:
+            return f"{str(folder)!r} overlaps {own}, which wgobuild or git writes; use a folder of its own"
+    return ""
+
+
 def _check_choice(where: str, value: str, choices: tuple[str, ...], path: Path) -> None:
     if value not in choices:
         raise ConfigError(path, where, f"{value!r} is not allowed; choose one of: {', '.join(choices)}")
 
 
 def _check_name(where: str, value: str, path: Path) -> None:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ConfigError(path, where, f"{value!r} must be 1-63 letters, digits, '.', '_' or '-'")
 
 
@@ -128,7 +232,7 @@ class Project:
 
     def check(self, where: str, path: Path) -> None:
         _check_name(f"{where}.name", self.name, path)
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$", self.version):
+        if not _VERSION.fullmatch(self.version):
             raise ConfigError(path, f"{where}.version", f"{self.version!r}: use 'git' or a version such as 1.2.3")
 
 
@@ -136,10 +240,11 @@ class Project:
 class Binary:
     name: str
     package: str = "."
+    image: bool = True  # false: built (and tested) but not shipped in the image
 
     def check(self, where: str, path: Path) -> None:
         _check_name(f"{where}.name", self.name, path)
-        if not _GO_PACKAGE.match(self.package) or ".." in self.package.split("/"):
+        if not _GO_PACKAGE.fullmatch(self.package) or ".." in self.package.split("/") or len(self.package) > 255:
             raise ConfigError(path, f"{where}.package", f"{self.package!r} is not a Go package path such as ./cmd/svc")
 
 
@@ -167,10 +272,12 @@ class Build:
                 raise ConfigError(path, f"{where}.platforms[{i}]", f"{text!r} is listed twice")
             seen.add(plat.key)
         for i, tag in enumerate(self.tags):
-            if not re.match(r"^[A-Za-z0-9_.]+$", tag):
+            if not _BUILD_TAG.fullmatch(tag):
                 raise ConfigError(path, f"{where}.tags[{i}]", f"{tag!r} is not a Go build tag")
-        if Path(self.out_dir).is_absolute() or ".." in Path(self.out_dir).parts:
-            raise ConfigError(path, f"{where}.out_dir", "must be a folder inside the module, such as 'dist'")
+        problem = relative_path_problem(self.out_dir)
+        if problem or self.out_dir.strip("/\\. ") == "":
+            raise ConfigError(path, f"{where}.out_dir", f"{self.out_dir!r}: {problem or 'is the module root'}; use "
+                              "a folder inside the module, such as 'dist'")
 
     @property
     def targets(self) -> list[Platform]:
@@ -185,7 +292,7 @@ class Test:
     enabled: bool = True
 
     def check(self, where: str, path: Path) -> None:
-        if not re.match(r"^\d+(ms|s|m|h)$", self.timeout):
+        if not _GO_DURATION.fullmatch(self.timeout):
             raise ConfigError(path, f"{where}.timeout", f"{self.timeout!r}: use a Go duration such as 90s or 10m")
 
 
@@ -238,20 +345,18 @@ class Image:
         _check_choice(f"{where}.pull", self.pull, ("missing", "always", "never"), path)
         for i, out in enumerate(self.outputs):
             _check_choice(f"{where}.outputs[{i}]", out, ("oci-layout", "oci-tar", "docker-archive"), path)
-        if self.repository and not re.match(
-            r"^([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", self.repository
-        ):
+        if self.repository and (not _REPOSITORY.fullmatch(self.repository) or len(self.repository) > 255):
             raise ConfigError(path, f"{where}.repository", f"{self.repository!r} is not a valid image repository")
-        if self.tag and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", self.tag):
+        if self.tag and not _TAG.fullmatch(self.tag):
             raise ConfigError(path, f"{where}.tag", f"{self.tag!r} is not a valid image tag")
         for i, port in enumerate(self.expose):
             if not 0 < port < 65536:
                 raise ConfigError(path, f"{where}.expose[{i}]", f"{port} is not a TCP port (1-65535)")
         for key in self.env:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            if not _ENV_NAME.fullmatch(key):
                 raise ConfigError(path, f"{where}.env.{key}", "environment variable names are letters, digits, '_'")
         for key, spec in self.bases.items():
-            if not re.match(r"^(windows|linux)[-/](amd64|arm64|arm)(-\d{5})?$", key):
+            if not _BASE_KEY.fullmatch(key):
                 raise ConfigError(path, f"{where}.bases.{key}", "use a platform key such as 'windows-amd64-17763' "
                                   "or 'linux/amd64'")
             if not spec.strip():
@@ -290,10 +395,10 @@ class Logs:
     schedule: str = "03:00"
 
     def check(self, where: str, path: Path) -> None:
-        for key in ("max_age_days", "max_size_mb", "keep"):
-            if getattr(self, key) < 0:
-                raise ConfigError(path, f"{where}.{key}", "must be 0 or more")
-        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", self.schedule):
+        for key, most in (("max_age_days", 36500), ("max_size_mb", 1048576), ("keep", 100000)):
+            if not 0 <= getattr(self, key) <= most:  # the ranges rotate-logs.ps1 accepts
+                raise ConfigError(path, f"{where}.{key}", f"must be 0-{most}")
+        if not _SCHEDULE.fullmatch(self.schedule):
             raise ConfigError(path, f"{where}.schedule", f"{self.schedule!r}: use a time of day such as 03:00")
 
 
@@ -373,7 +478,7 @@ class Run:
         _check_choice(f"{where}.restart", self.restart, ("no", "always", "unless-stopped", "on-failure"), path)
         hosts: set[str] = set()
         for i, spec in enumerate(self.ports):
-            match = re.match(r"^(?:(\d{1,5}):)?(\d{1,5})(/(tcp|udp))?$", spec)
+            match = _PORT_SPEC.fullmatch(spec)
             if not match:
                 raise ConfigError(path, f"{where}.ports[{i}]", f"{spec!r}: use 'HOST:CONTAINER' such as '8080:8080'")
             if not all(0 < int(n) < 65536 for n in match.group(1, 2) if n):
@@ -392,14 +497,14 @@ class Run:
                 raise ConfigError(path, f"{where}.{key}", "must be more than 0 seconds")
         if not self.backoff_max_s >= self.backoff_initial_s:
             raise ConfigError(path, f"{where}.backoff_max_s", "must be at least backoff_initial_s")
-        if self.user and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_. \\-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$", self.user):
+        if self.user and not _RUN_USER.fullmatch(self.user):
             raise ConfigError(path, f"{where}.user", f"{self.user!r} is not a user name, uid or uid:gid")
         if self.binary:
             _check_name(f"{where}.binary", self.binary, path)
         if self.network:
             _check_name(f"{where}.network", self.network, path)
         for key in self.env:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            if not _ENV_NAME.fullmatch(key):
                 raise ConfigError(path, f"{where}.env.{key}", "environment variable names are letters, digits, '_'")
 
 
@@ -446,6 +551,16 @@ class Config:
     def service_name(self) -> str:
         return self.harden.service_name or self.project.name
 
+    @property
+    def entrypoint(self) -> Binary:
+        """The first ``[[binaries]]`` entry: what the image runs, the default service and ``invoke serve`` binary."""
+        return self.binaries[0]
+
+    @property
+    def image_binaries(self) -> list[Binary]:
+        """The binaries shipped in the image (``image = false`` ones are only built); the entrypoint comes first."""
+        return [b for b in self.binaries if b.image]
+
     def base_source(self, platform: Platform) -> str:
         """The configured base of ``platform`` as written: ``[image].bases`` override, else the os's default
         (``servercore_base`` for a servercore runtime). A registry reference, ``oci:``/``oci-archive:``/
@@ -478,7 +593,7 @@ _LISTS: dict[str, type] = {"binaries": Binary, "golden": Golden}
 
 def parse_size(text: str) -> int:
     """``512MiB``/``1GB``/``64M`` -> bytes; ValueError naming the allowed units."""
-    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", text, re.IGNORECASE)
+    match = _SIZE.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a size; use a number with KiB, MiB, GiB (or KB, MB, GB), such as 512MiB")
     number, unit, suffix = float(match[1]), match[2].upper(), (match[3] or "").lower()
@@ -486,6 +601,8 @@ def parse_size(text: str) -> int:
     value = int(number * base ** " KMGT".index(unit or " "))
     if value <= 0:
         raise ValueError(f"{text!r} must be more than 0")
+    if value > MAX_SIZE:
+        raise ValueError(f"{text!r} is more than 1PiB")
     return value
 
 
@@ -505,14 +622,31 @@ def _coerce(value: Any, tp: Any, where: str, path: Path) -> Any:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(path, where, f"expected a table, got {type(value).__name__}")
+        for k in value:
+            if "\x00" in k or not k.isprintable():
+                raise ConfigError(path, f"{where}.{k!r}", "keys must be printable text (no NUL or control characters)")
         return {str(k): _coerce(v, val_tp, f"{where}.{k}", path) for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_FLOAT:
+            raise ConfigError(path, where, f"must be between {-MAX_FLOAT:g} and {MAX_FLOAT:g}")
         return float(value)
     if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
-        raise ConfigError(path, where, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        shown = repr(value) if isinstance(value, str | bool) else type(value).__name__
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            shown = f"{value:.6g}" if isinstance(value, float) else ("a number" if abs(value) > MAX_INT else str(value))
+        raise ConfigError(path, where, f"expected {_type_name(tp)}, got {type(value).__name__} {shown[:80]}")
     if tp is str and "\x00" in value:
         raise ConfigError(path, where, "must not contain a NUL character")
+    if tp is int and not -MAX_INT - 1 <= value <= MAX_INT:
+        raise ConfigError(path, where, f"must be between {-MAX_INT - 1} and {MAX_INT}")
+    if tp is float and not (math.isfinite(value) and abs(value) <= MAX_FLOAT):
+        raise ConfigError(path, where, f"must be a finite number between {-MAX_FLOAT:g} and {MAX_FLOAT:g}")
     return value
+
+
+def _shown_key(key: str) -> str:
+    """A key as it may appear in a one-line message: quoted when it holds anything but printable text."""
+    return key if key.isprintable() and len(key) <= 80 else repr(key[:80])
 
 
 def _load_table(cls: type, table: Any, where: str, path: Path) -> Any:
@@ -522,7 +656,7 @@ def _load_table(cls: type, table: Any, where: str, path: Path) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise ConfigError(path, f"{where}.{unknown[0]}", f"unknown key; allowed keys: {', '.join(fields)}")
+        raise ConfigError(path, f"{where}.{_shown_key(unknown[0])}", f"unknown key; allowed keys: {', '.join(fields)}")
     values = {}
     for name, f in fields.items():
         if name in table:
@@ -539,16 +673,79 @@ def load(root: Path | str = ".", path: Path | str | None = None) -> Config:
     root = Path(root).resolve()
     path = Path(path).resolve() if path else root / CONFIG_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)  # the size cap holds for pipes and growing files too
     except FileNotFoundError:
         raise ConfigError(path, "", "not found; run 'wgobuild init' in the Go module root to write one") from None
-    except UnicodeDecodeError:
-        raise ConfigError(path, "", "is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, "", f"is larger than {MAX_CONFIG_BYTES // 1024} KiB; a wgobuild.toml is a few KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    _check_shape(text, path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"malformed TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(path, "", f"nested more than {MAX_DEPTH} levels deep") from None
+    _check_depth(data, path)
     return from_dict(data, root, path)
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Before parsing: at most MAX_KEYS keys and MAX_KEY_PARTS parts per dotted key or header, nesting at most
+    MAX_DEPTH. One linear pass that skips strings and comments; a bound, not a parser (tomllib judges the rest)."""
+    i, n, keys, dots, depth = 0, len(text), 0, 0, 0
+    while i < n:
+        ch = text[i]
+        if ch in "\"'":
+            triple = text.startswith(ch * 3, i)
+            end_quote = ch * 3 if triple else ch
+            i += 3 if triple else 1
+            while i < n and not text.startswith(end_quote, i):
+                if ch == '"' and text[i] == "\\":
+                    i += 1
+                elif not triple and text[i] == "\n":
+                    break  # an unterminated one-line string: tomllib reports it
+                i += 1
+            i += len(end_quote)
+            continue
+        if ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if ch == ".":
+            dots += 1
+            if dots >= MAX_KEY_PARTS:
+                raise ConfigError(path, "", f"a dotted key or table name has more than {MAX_KEY_PARTS} parts")
+        elif ch in "=,{}\n":
+            dots = 0
+            if ch == "=":
+                keys += 1
+                if keys > MAX_KEYS:
+                    raise ConfigError(path, "", f"has more than {MAX_KEYS} keys")
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(path, "", f"nested more than {MAX_DEPTH} levels deep")
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+
+
+def _check_depth(data: dict[str, Any], path: Path) -> None:
+    """After parsing: no table or array nested deeper than MAX_DEPTH (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(path, "", f"nested more than {MAX_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def from_dict(data: dict[str, Any], root: Path, path: Path) -> Config:
@@ -556,7 +753,7 @@ def from_dict(data: dict[str, Any], root: Path, path: Path) -> Config:
     allowed = [*_SECTIONS, *_LISTS]
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ConfigError(path, unknown[0], f"unknown section; allowed: {', '.join(allowed)}")
+        raise ConfigError(path, _shown_key(unknown[0]), f"unknown section; allowed: {', '.join(allowed)}")
     project_table = dict(data.get("project", {})) if isinstance(data.get("project", {}), dict) else data["project"]
     if isinstance(project_table, dict):
         project_table.setdefault("name", root.name)
@@ -571,10 +768,19 @@ def from_dict(data: dict[str, Any], root: Path, path: Path) -> Config:
     if not lists["binaries"]:
         raise ConfigError(path, "binaries", "list at least one [[binaries]] entry with name and package")
     _unique(path, "binaries", [b.name for b in lists["binaries"]])
+    if not lists["binaries"][0].image:
+        raise ConfigError(path, "binaries[0].image", "the first [[binaries]] entry is the image's entrypoint and "
+                          "must be shipped in it; list the binary the image runs first")
     _unique(path, "golden", [g.name for g in lists["golden"]])
     names = {b.name for b in lists["binaries"]}
     for i, binary in enumerate(lists["binaries"]):
-        if not _is_main_package(root / binary.package):
+        folder = root / binary.package
+        if binary.package not in (".", "./"):
+            try:
+                folder = inside_module(root, binary.package)
+            except ValueError as exc:
+                raise ConfigError(path, f"binaries[{i}].package", str(exc)) from None
+        if not _is_main_package(folder):
             raise ConfigError(path, f"binaries[{i}].package",
                               f"{binary.package!r}: no 'package main' Go file there (relative to {root})")
     for i, case in enumerate(lists["golden"]):
@@ -582,9 +788,52 @@ def from_dict(data: dict[str, Any], root: Path, path: Path) -> Config:
             raise ConfigError(path, f"golden[{i}].binary",
                               f"{case.binary!r} is not one of the binaries: {sorted(names)}")
         for key in ("input", "expected"):
-            if not (root / getattr(case, key)).is_file():
+            try:
+                target = inside_module(root, getattr(case, key))
+            except ValueError as exc:
+                raise ConfigError(path, f"golden[{i}].{key}", str(exc)) from None
+            if not target.is_file():
                 raise ConfigError(path, f"golden[{i}].{key}", f"{getattr(case, key)!r}: no such file")
+    _check_folders(sections, root, path)
     return Config(root=root, path=path, binaries=lists["binaries"], golden=lists["golden"], **sections)
+
+
+def _check_folders(sections: dict[str, Any], root: Path, path: Path) -> None:
+    """Folders that need the module root: out_dir strictly inside it (symlinks resolved), log folders by the rule
+    of :func:`log_folder_problem`."""
+    build, run = sections["build"], sections["run"]
+    try:
+        out_dir = inside_module(root, build.out_dir)
+    except ValueError as exc:
+        raise ConfigError(path, "[build].out_dir", str(exc)) from None
+    if out_dir.name in (".git", ".wgobuild") or out_dir in (root.resolve() / ".git", root.resolve() / ".wgobuild"):
+        raise ConfigError(path, "[build].out_dir", f"{build.out_dir!r} is a folder git or wgobuild keeps; use 'dist'")
+    if run.log_dir:
+        windows = PureWindowsPath(run.log_dir)
+        if windows.drive or run.log_dir.startswith("\\"):  # a folder on a Windows engine's host: judged as text
+            problem = system_folder_problem(run.log_dir, windows=True) or _path_text_problem(run.log_dir)
+            if not (windows.drive and windows.root) or windows.drive.startswith("\\"):
+                problem = f"{run.log_dir!r}: use a local path with a drive letter (C:\\logs\\svc) or a relative one"
+        elif PurePosixPath(run.log_dir).is_absolute():
+            problem = _path_text_problem(run.log_dir)
+            if not problem:
+                try:
+                    problem = log_folder_problem(Path(run.log_dir).resolve(), root, out_dir)
+                except (OSError, RuntimeError) as exc:
+                    problem = f"{run.log_dir!r} cannot be resolved: {exc}"
+        else:
+            try:
+                problem = log_folder_problem(inside_module(root, run.log_dir), root, out_dir)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem:
+            raise ConfigError(path, "[run].log_dir", problem)
+
+
+def _path_text_problem(value: str) -> str:
+    if len(value) > MAX_PATH_CHARS or any(len(part) > 255 for part in PurePosixPath(value).parts):
+        return f"{value[:60]!r}... is longer than {MAX_PATH_CHARS} characters or has a part over 255"
+    return ""
 
 
 def _unique(path: Path, key: str, names: list[str]) -> None:
