@@ -32,7 +32,11 @@ $script:Changes = 0
 @@shared_change
 
 try {
-    if ($ComponentCleanup) {
+    $cbs = 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
+    if ($ComponentCleanup -and (Test-Path -LiteralPath $cbs)) {
+        # DISM /ResetBase with a restart pending fails with 0x800f0806: leave it for after the restart.
+        Write-Output "unchanged: component store clean-up skipped, a restart is pending (run again after it)"
+    } elseif ($ComponentCleanup) {
         if ($PSCmdlet.ShouldProcess('component store', 'DISM /StartComponentCleanup /ResetBase')) {
             & dism.exe /English /Online /Cleanup-Image /StartComponentCleanup /ResetBase
             if ($LASTEXITCODE -ne 0) { throw "DISM component clean-up failed with exit code $LASTEXITCODE" }

@@ -133,9 +133,12 @@ try {
         $principal = "$env:COMPUTERNAME\$Account"
         $user = Get-LocalUser -Name $Account -ErrorAction SilentlyContinue
         if ($null -eq $user) {
+            # New-LocalUser -Description takes at most 48 characters; service names may be longer.
+            $description = "Runs the $ServiceName service"
+            if ($description.Length -gt 48) { $description = $description.Substring(0, 48) }
             Invoke-Change "local user $Account" 'create with a random password (not stored)' {
                 New-LocalUser -Name $Account -Password (New-RandomSecret) -PasswordNeverExpires `
-                    -UserMayNotChangePassword -AccountNeverExpires -Description "Runs the $ServiceName service" | Out-Null
+                    -UserMayNotChangePassword -AccountNeverExpires -Description $description | Out-Null
             }
             $user = Get-LocalUser -Name $Account -ErrorAction SilentlyContinue
         } else { Write-Unchanged "local user $Account exists" }

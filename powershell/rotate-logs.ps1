@@ -126,10 +126,12 @@ function Register-Rotation {
     $arguments = "-NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File `"$self`""
     $existing = Get-ScheduledTask -TaskName $TaskName -ErrorAction SilentlyContinue
     if ($null -ne $existing) {
-        $action = @($existing.Actions)[0]
-        $trigger = @($existing.Triggers)[0]
+        # Select-Object -First 1, not index 0: under StrictMode 3.0 indexing an empty array throws (a task
+        # whose trigger was removed by hand has none).
+        $action = $existing.Actions | Select-Object -First 1
+        $trigger = $existing.Triggers | Select-Object -First 1
         $when = if ($null -ne $trigger) { ([datetime] $trigger.StartBoundary).ToString('HH:mm') } else { '' }
-        if ($action.Arguments -eq $arguments -and $when -eq $At) {
+        if ($null -ne $action -and $action.Arguments -eq $arguments -and $when -eq $At) {
             Write-Output "unchanged: scheduled task $TaskName runs $self daily at $At"
             return
         }

@@ -353,6 +353,20 @@ def test_rendered_values_come_from_the_config(rendered) -> None:
     assert "same Dockerfile RUN" in rendered["defaults"]["cleanup.ps1"]
 
 
+def test_windows_cmdlet_limits_are_respected(rendered) -> None:
+    """What a real host would reject, read off the rendered scripts (no PowerShell here to run them)."""
+    for name, text in rendered["defaults"].items():
+        # StrictMode 3.0 throws when indexing past the end of an array: `@(...)[0]` on an empty collection.
+        assert not re.search(r"@\([^()]*\)\[0\]", text), name
+    harden = rendered["local-user"]["harden.ps1"]
+    # New-LocalUser -Description takes at most 48 characters
+    assert "if ($description.Length -gt 48) { $description = $description.Substring(0, 48) }" in harden
+    assert harden.index("$description.Substring(0, 48)") < harden.index("-Description $description")
+    cleanup = rendered["defaults"]["cleanup.ps1"]
+    # DISM /ResetBase with a restart pending fails with 0x800f0806: the pending check comes first
+    assert cleanup.index("RebootPending") < cleanup.index("& dism.exe")
+
+
 @pytest.mark.parametrize(("sections", "key", "words"), [
     ({"harden": {"features": ["SMB1Protocol", "SMB1;Remove-Item"]}}, "[harden].features[1]", "not an optional-feature"),
     ({"harden": {"services": ["Spooler", "a b"]}}, "[harden].services[1]", "not a service name"),
