@@ -43,6 +43,10 @@ $script:RestartNeeded = $false
 
 @@shared_change
 
+@@shared_admin_check
+
+@@shared_admin_only
+
 @@shared_service_sid
 
 @@shared_secret
@@ -66,6 +70,23 @@ function Get-ExplicitRights([string] $Path, [string] $Sid) {
     $rules = $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])
     $found = @($rules | Where-Object { $_.IdentityReference.Value -eq $Sid -and $_.AccessControlType -eq 'Allow' })
     return $found
+}
+
+function Protect-InstallDir {
+    # The service binary runs as the service identity: only admins may change what lies here (a folder made under
+    # C:\ inherits "Authenticated Users: Modify").
+    if (-not (Test-Path -LiteralPath $InstallDir -PathType Container)) {
+        Invoke-Change $InstallDir 'create folder' { [System.IO.Directory]::CreateDirectory($InstallDir) | Out-Null }
+    }
+    if (-not (Test-Path -LiteralPath $InstallDir -PathType Container)) { return }
+    $acl = Get-Acl -LiteralPath $InstallDir
+    if ($acl.AreAccessRulesProtected -and -not @(Get-WritableBy $InstallDir).Count) {
+        Write-Unchanged "$InstallDir is admin-only"
+    } else {
+        Invoke-Change $InstallDir 'make admin-only (SYSTEM and Administrators, no inherited entries)' {
+            Set-AdminOnly $InstallDir
+        }
+    }
 }
 
 function Set-FolderGrant([string] $Path, [string] $Sid, [string] $Principal, [string] $Short, [string] $Rights) {
@@ -145,6 +166,7 @@ try {
         $sid = if ($null -ne $user) { $user.SID.Value } else { '' }
     }
 
+    Protect-InstallDir
     if ($sid) {
         Set-FolderGrant $InstallDir $sid $principal 'RX' 'ReadAndExecute'
         Set-FolderGrant $LogDir $sid $principal 'M' 'Modify'

@@ -16,8 +16,11 @@
       - only the -Keep newest rotated files (zipped or not) are kept, older ones are deleted;
       - when anything was rotated, -PostRotate (a program or command name) runs with -PostRotateArgs, through the
         call operator, never through a string evaluation.
-    With -Register the script registers itself (at its current path) as a daily scheduled task at -At, running as
-    SYSTEM, and rotates nothing. Every change runs inside ShouldProcess, so -WhatIf lists what would happen.
+    With -Register the script copies itself into an admin-only folder, %ProgramData%\wgobuild\<TaskName> (no
+    inherited entries; SYSTEM and Administrators only, owned by Administrators), and registers a daily scheduled task
+    at -At, running as SYSTEM, whose command checks the copy's SHA-256 before running it (exit 2 and an error when it
+    differs); it rotates nothing. The checkout's dist\powershell is never what SYSTEM runs. A -PostRotate given as
+    a path must lie in a folder only admins can change, or the rotation refuses to run it. Every change runs inside ShouldProcess, so -WhatIf lists what would happen.
     Copy-truncate caveat: lines written between the last read and the truncation (microseconds) are lost, the same
     as with logrotate's copytruncate; with -CopyTruncate $false nothing is ever lost, but the writer must reopen.
     Rendered by wgobuild from wgobuild.toml.
@@ -54,6 +57,10 @@ $CompressLimit = 2147483648  # 2 GB, the most Compress-Archive takes
 $Stamp = '\.\d{8}-\d{6}(\.zip)?$'
 
 @@shared_change
+
+@@shared_admin_check
+
+@@shared_admin_only
 
 function Get-Rotated([System.IO.FileInfo] $Log) {
     # Rotated copies of $Log, newest first (the time stamp in the name sorts like the time itself).
@@ -122,23 +129,48 @@ function Invoke-Rotate([System.IO.FileInfo] $Log) {
 }
 
 function Register-Rotation {
-    $self = $PSCommandPath
-    $arguments = "-NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -File `"$self`""
+    $vault = Join-Path ([Environment]::GetFolderPath('CommonApplicationData')) "wgobuild\$TaskName"
+    $copy = Join-Path $vault 'rotate-logs.ps1'
+    $hash = (Get-FileHash -LiteralPath $PSCommandPath -Algorithm SHA256).Hash
+    if (-not (Test-Path -LiteralPath $vault -PathType Container)) {
+        Invoke-Change $vault 'create folder' { [System.IO.Directory]::CreateDirectory($vault) | Out-Null }
+    }
+    if (Test-Path -LiteralPath $vault -PathType Container) {
+        $acl = Get-Acl -LiteralPath $vault
+        if ($acl.AreAccessRulesProtected -and -not @(Get-WritableBy $vault).Count) {
+            Write-Unchanged "$vault is admin-only"
+        } else {
+            Invoke-Change $vault 'make admin-only (SYSTEM and Administrators)' { Set-AdminOnly $vault }
+        }
+    }
+    $same = (Test-Path -LiteralPath $copy -PathType Leaf) -and
+        (Get-FileHash -LiteralPath $copy -Algorithm SHA256).Hash -eq $hash
+    if ($same) { Write-Unchanged "$copy is this script (SHA-256 $hash)" }
+    else {
+        Invoke-Change $copy "copy $PSCommandPath there (SHA-256 $hash)" {
+            Copy-Item -LiteralPath $PSCommandPath -Destination $copy -Force
+            Assert-AdminOnly $copy 'SYSTEM'
+        }
+    }
+    # The task's command: check the copy's hash, then run it. Encoded, so no quoting survives to be abused.
+    $quoted = $copy -replace "'", "''"
+    $command = "`$p = '$quoted'; if ((Get-FileHash -LiteralPath `$p -Algorithm SHA256).Hash -ne '$hash') { " +
+        "Write-Error ('wgobuild: ' + `$p + ' was changed since it was registered; not run'); exit 2 }; " +
+        "& `$p; exit `$LASTEXITCODE"
+    $encoded = [Convert]::ToBase64String([System.Text.Encoding]::Unicode.GetBytes($command))
+    $arguments = "-NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand $encoded"
+    $exe = Join-Path ([Environment]::SystemDirectory) 'WindowsPowerShell\v1.0\powershell.exe'
     $existing = Get-ScheduledTask -TaskName $TaskName -ErrorAction SilentlyContinue
     if ($null -ne $existing) {
-        # Select-Object -First 1, not index 0: under StrictMode 3.0 indexing an empty array throws (a task
-        # whose trigger was removed by hand has none).
         $action = $existing.Actions | Select-Object -First 1
         $trigger = $existing.Triggers | Select-Object -First 1
         $when = if ($null -ne $trigger) { ([datetime] $trigger.StartBoundary).ToString('HH:mm') } else { '' }
-        if ($null -ne $action -and $action.Arguments -eq $arguments -and $when -eq $At) {
-            Write-Output "unchanged: scheduled task $TaskName runs $self daily at $At"
+        if ($action.Execute -eq $exe -and $action.Arguments -eq $arguments -and $when -eq $At) {
+            Write-Output "unchanged: scheduled task $TaskName runs $copy (SHA-256 checked) daily at $At"
             return
         }
     }
-    Invoke-Change "scheduled task $TaskName" "run $self daily at $At as SYSTEM" {
-        $exe = Join-Path $PSHOME 'powershell.exe'
-        if (-not (Test-Path -LiteralPath $exe)) { $exe = (Get-Process -Id $PID).Path }
+    Invoke-Change "scheduled task $TaskName" "run $copy (SHA-256 $hash checked first) daily at $At as SYSTEM" {
         $taskAction = New-ScheduledTaskAction -Execute $exe -Argument $arguments
         $taskTrigger = New-ScheduledTaskTrigger -Daily -At ([datetime]::ParseExact($At, 'HH:mm', $null))
         $principal = New-ScheduledTaskPrincipal -UserId 'S-1-5-18' -LogonType ServiceAccount -RunLevel Highest
@@ -159,6 +191,7 @@ try {
         $logs = @(Get-ChildItem -LiteralPath $LogDir -File -Filter $Pattern | Where-Object { $_.Name -notmatch $Stamp })
         foreach ($log in $logs) { Invoke-Rotate $log }
         if ($PostRotate -and $script:Changes -gt $before) {
+            if ($PostRotate.Contains('\')) { Assert-AdminOnly $PostRotate 'SYSTEM (the post-rotate command)' }
             Invoke-Change $PostRotate 'run the post-rotate command' {
                 $global:LASTEXITCODE = 0
                 & $PostRotate @PostRotateArgs

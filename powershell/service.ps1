@@ -55,6 +55,8 @@ $Hint1053 = 'If it failed with error 1053 the binary does not talk to the servic
 
 @@shared_change
 
+@@shared_admin_check
+
 function Invoke-Native([string] $Exe, [string[]] $Arguments) {
     # No 2>&1 here: in Windows PowerShell 5.1 redirected native stderr becomes a terminating error under 'Stop'.
     $output = & $Exe @Arguments
@@ -152,7 +154,7 @@ function Install-AppService {
     if (-not (Test-Path -LiteralPath $BinaryPath -PathType Leaf)) {
         if (-not $WhatIfPreference) { throw "$BinaryPath does not exist: copy the Go binary there first." }
         Write-Warning "$BinaryPath does not exist yet."
-    }
+    } else { Assert-AdminOnly $BinaryPath "the service $ServiceName" }
     $command = ('"{0}" {1}' -f $BinaryPath, $ArgumentLine).TrimEnd()
     $mode = @{ 'auto' = 'Automatic'; 'delayed-auto' = 'Automatic'; 'demand' = 'Manual' }[$Start]
     $info = Get-ServiceInfo

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import stat
 import sys
@@ -133,13 +132,20 @@ def test_windows_path_normalises(value: str, expected: str) -> None:
     assert powershell.windows_path(value) == expected
 
 
-@pytest.mark.parametrize("value", [
-    "app", "\\app", "C:app", "\\\\server\\share\\x", "C:\\a\\..\\b", "C:\\a*b", "C:\\a?b", "C:\\a[1]", 'C:\\a"b',
-    "C:\\a|b", "C:\\a\nb", "C:\\a\x00b", "C:\\a:stream", "C:\\dir.\\x", "C:\\dir \\x", "/etc/passwd",
+NOT_ABSOLUTE = " must be an absolute path with a drive letter, such as C:\\app"
+NO_DOTS = ": no '..', ':' or names ending in a dot or space"
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("app", NOT_ABSOLUTE), ("\\app", NOT_ABSOLUTE), ("C:app", NOT_ABSOLUTE), ("\\\\server\\share\\x", NOT_ABSOLUTE),
+    ("/etc/passwd", NOT_ABSOLUTE), ("C:\\a\\..\\b", NO_DOTS), ("C:\\a:stream", NO_DOTS), ("C:\\dir.\\x", NO_DOTS),
+    ("C:\\dir \\x", NO_DOTS), *[(f"C:\\a{ch}b", f" contains {ch!r}, which is not allowed in a path here")
+                               for ch in ("*", "?", "[", '"', "|", "\n", "\x00")],
 ])
-def test_windows_path_refuses(value: str) -> None:
-    with pytest.raises(ValueError):
+def test_windows_path_refuses(value: str, why: str) -> None:
+    with pytest.raises(ValueError) as caught:
         powershell.windows_path(value)
+    assert str(caught.value) == f"{value!r}{why}"
 
 
 def split_windows_command_line(line: str) -> list[str]:
@@ -505,17 +511,18 @@ def test_find_powershell_order_and_override(tmp_path: Path, monkeypatch) -> None
 def test_no_powershell_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv(powershell.SHELL_ENV, raising=False)
-    with pytest.raises(ToolMissing, match=r"PowerShell not found .*powershell\.exe and pwsh.*dist/powershell"):
+    with pytest.raises(ToolMissing, match=r"PowerShell not found .*powershell\.exe \(in System32\) and pwsh.*never the "
+                                          r"current folder.*dist/powershell"):
         powershell.run_script(tmp_path / "harden.ps1")
     monkeypatch.setenv(powershell.SHELL_ENV, "no-such-ps")
     with pytest.raises(ToolMissing, match="'no-such-ps'"):
         powershell.find_powershell()
-    assert os.environ["PATH"] == str(tmp_path)
 
 
 def test_shared_functions_are_copied_once_into_the_scripts_that_use_them(rendered) -> None:
     blocks = powershell.shared_blocks()
-    assert set(blocks) == {"shared_change", "shared_service_sid", "shared_secret", "shared_feature_state"}
+    assert set(blocks) == {"shared_change", "shared_service_sid", "shared_secret", "shared_feature_state",
+                           "shared_admin_check", "shared_admin_only"}
     scripts = rendered["defaults"]
     used = set()
     for text in scripts.values():

@@ -13,13 +13,12 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
-import shutil
 import string
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PureWindowsPath
 
-from wgobuild import files, proc
-from wgobuild.config import Config
+from wgobuild import files, proc, programs
+from wgobuild.config import Config, system_folder_problem
 from wgobuild.errors import ConfigError, StepFailed, ToolMissing, WgobuildError
 
 SCRIPTS = ("harden", "audit", "rotate-logs", "cleanup", "service")
@@ -181,12 +180,53 @@ def _path_literal(value: str) -> str:
     return literal(windows_path(value))
 
 
-def _command_literal(value: str) -> str:
+def _folder_literal(value: str) -> str:
+    """A folder the scripts grant rights on, rotate in or install to: never a system folder (C:\\Windows...)."""
+    normal = windows_path(value)
+    problem = system_folder_problem(normal, windows=True)
+    if problem:
+        raise ValueError(problem)
+    return literal(normal)
+
+
+# Hooks run as SYSTEM (rotate-logs' scheduled task), so a hook names one program or cmdlet to call, never code:
+# commands that evaluate text or start other programs, and interpreters that run scripts, are refused by name.
+HOOK_REFUSED = frozenset({
+    "invoke-expression", "iex", "invoke-command", "icm", "start-process", "saps", "start", "start-job", "sajb",
+    "start-threadjob", "invoke-item", "ii", "add-type", "new-object", "import-module", "ipmo", "set-alias", "sal",
+    "new-alias", "nal", "invoke-wmimethod", "invoke-cimmethod", "invoke-restmethod", "irm", "invoke-webrequest",
+    "iwr", "curl", "wget", "foreach-object", "foreach", "where-object", "where", "register-scheduledtask",
+    "register-scheduledjob", "set-executionpolicy", "new-service", "set-variable", "sv", "set-item", "si",
+    "cmd", "powershell", "powershell_ise", "pwsh", "wscript", "cscript", "mshta", "rundll32", "regsvr32", "bash",
+    "wsl", "msiexec", "msbuild", "installutil", "certutil", "bitsadmin", "schtasks", "at", "sc", "reg", "regedit",
+    "python", "py", "node", "perl", "ruby", "java", "javaw", "forfiles", "wmic", "runas",
+})
+
+
+def hook_command(value: str) -> str:
+    """A hook (``[logs].post_rotate``): a cmdlet or program name, or an absolute path to a ``.exe``; no code."""
     if not value:
-        return literal("")
-    if re.match(r"^[A-Za-z]:[\\/]", value):
-        return _path_literal(value)
-    return literal(identifier("command", value))
+        return ""
+    if any(ch in value for ch in ";&|{}()$`@\n\r") or value.startswith("."):
+        raise ValueError(f"{value!r}: a hook is one command name or .exe path; no script blocks, '&', '.', ';', "
+                         "pipes or chaining (write a program or cmdlet and name it here)")
+    path = PureWindowsPath(value.replace("/", "\\"))
+    if re.fullmatch(r"[A-Za-z]:", path.drive):
+        normal = windows_path(value)
+        if PureWindowsPath(normal).suffix.lower() != ".exe":
+            raise ValueError(f"{value!r}: a hook given as a path must be a .exe (scripts need an interpreter)")
+        name = PureWindowsPath(normal).stem.lower()
+    else:
+        normal = identifier("command", value)
+        name = normal.lower().removesuffix(".exe")
+    if name in HOOK_REFUSED:
+        raise ValueError(f"{value!r} runs other code or programs, which a hook run as SYSTEM may not; name the "
+                         "program or cmdlet itself, such as Restart-Service or C:\\app\\reopen.exe")
+    return normal
+
+
+def _command_literal(value: str) -> str:
+    return literal(hook_command(value))
 
 
 def script_values(config: Config) -> dict[str, str]:
@@ -201,10 +241,10 @@ def script_values(config: Config) -> dict[str, str]:
     v.put("smb1_server", "[harden].smb1_server", boolean, h.smb1_server)
     v.put("identity", "[harden].identity", literal, h.identity)
     v.put("account", "[harden].account", lambda a: literal(identifier("user", a)) if a else literal(""), h.account)
-    v.put("install_dir", "[harden].install_dir", _path_literal, h.install_dir)
-    v.put("log_dir", "[harden].log_dir", _path_literal, h.log_dir)
+    v.put("install_dir", "[harden].install_dir", _folder_literal, h.install_dir)
+    v.put("log_dir", "[harden].log_dir", _folder_literal, h.log_dir)
     # rotate-logs
-    v.put("rotate_log_dir", "[logs].dir", _path_literal, logs.dir)
+    v.put("rotate_log_dir", "[logs].dir", _folder_literal, logs.dir)
     v.put("pattern", "[logs].pattern", _ident_literal("pattern"), logs.pattern)
     for key in ("max_age_days", "max_size_mb", "keep"):
         v.put(key, f"[logs].{key}", integer, getattr(logs, key))
@@ -279,12 +319,13 @@ def find_powershell(shell: str | None = None) -> str:
     """The PowerShell to run: ``shell`` or $WGOBUILD_POWERSHELL when set, else powershell.exe (5.1), else pwsh."""
     wanted = shell or os.environ.get(SHELL_ENV)
     for candidate in [wanted] if wanted else ["powershell", "pwsh"]:
-        found = shutil.which(candidate)
+        found = programs.find_program(candidate)
         if found:
             return found
-    looked = repr(wanted) if wanted else "powershell.exe and pwsh"
+    looked = repr(wanted) if wanted else "powershell.exe (in System32) and pwsh"
     raise ToolMissing(
-        f"PowerShell not found (looked for {looked} on PATH). The scripts are rendered in dist/powershell/ for review; "
+        f"PowerShell not found (looked for {looked} in the absolute PATH folders, never the current folder). "
+        "The scripts are rendered in dist/powershell/ for review; "
         "run them on a Windows host (powershell -File <script>.ps1) or install PowerShell 7 (pwsh)."
     )
 
