@@ -131,6 +131,12 @@ def test_other_tasks_pass_their_arguments(project: Path, tmp_path: Path) -> None
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     folder = project / "dist/powershell"
+    # install-service first checks that the binary talks to the service control manager: examples/hello does
+    from wgobuild import gotool
+    from wgobuild.config import Platform
+
+    gotool.build(REPO / "examples" / "hello", ".", Platform("windows", "amd64"),
+                 project / "dist" / "windows-amd64" / "hello.exe", "1.0.0")
     assert invoke(project, "rotate-logs", "--register").ok
     assert invoke(project, "install-service", "--dry-run", "--start", "demand").ok
     assert "[string] $Start = 'demand'," in (folder / "service.ps1").read_text(encoding="utf-8-sig")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,24 @@ def install_service(c, root=".", config=None, dry_run=False, shell=None, service
                harden={"service_name": ("--service-name", service_name), "identity": ("--identity", identity),
                        "account": ("--account", account)},
                service={"binary": ("--binary", binary), "start": ("--start", start)})
+    _require_service_binary(cfg)
     folder = _render(cfg)
     powershell.run_script(folder / "service.ps1", ["-Action", "install"], dry_run=dry_run, shell=shell)
+
+
+def _require_service_binary(cfg: config_mod.Config) -> None:
+    """Refuse, before anything changes, a binary that does not talk to the service control manager: the one
+    installed on this host if it is there, else the one built for Windows in this module."""
+    from pathlib import PureWindowsPath
+
+    from wgobuild import gobinary
+    from wgobuild.config import Platform
+
+    name = cfg.service.binary or cfg.entrypoint.name
+    binary = next(b for b in cfg.binaries if b.name == name)
+    candidates = [Path(str(PureWindowsPath(cfg.harden.install_dir) / f"{name}.exe"))] if os.name == "nt" else []
+    candidates += [cfg.binary_path(binary, Platform(p.os, p.arch)) for p in cfg.platforms if p.os == "windows"]
+    gobinary.require_service_binary(candidates)
 
 
 @_admin_task({"service_name": "service name (overrides [harden].service_name)"})

@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"embed"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"time"
 
 	"example.com/hello/internal/greet"
 )
@@ -38,6 +40,18 @@ func main() {
 		}
 		return
 	}
+	serveAddr := func(stop <-chan struct{}) error { return serve(*addr, stop) }
+	if asService, err := runAsService(serveAddr); asService || err != nil {
+		if err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	log.Fatal(serveAddr(nil))
+}
+
+// serve answers HTTP on addr until stop is closed (a nil stop serves until the listener fails).
+func serve(addr string, stop <-chan struct{}) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", http.FileServer(http.FS(static)))
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
@@ -46,8 +60,18 @@ func main() {
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, version)
 	})
-	log.Printf("hello %s listening on %s", version, *addr)
-	log.Fatal(http.ListenAndServe(*addr, mux))
+	server := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	failed := make(chan error, 1)
+	go func() { failed <- server.ListenAndServe() }()
+	log.Printf("hello %s listening on %s", version, addr)
+	select {
+	case err := <-failed:
+		return err
+	case <-stop:
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return server.Shutdown(ctx)
+	}
 }
 
 // greetLines writes one greeting per input line.
