@@ -61,12 +61,19 @@ def test_bad_config_through_wgobuild_exits_2(tmp_path: Path) -> None:
     assert "wgobuild.toml: bogus: unknown section" in result.stderr
 
 
-def test_doctor_reports_each_part(tmp_path: Path) -> None:
+def test_doctor_reports_each_part(tmp_path: Path, docker_host: str) -> None:
+    from wgobuild import engine as engine_mod
+
+    client = engine_mod.connect()
+    info = client.info()
+    client.close()
     result = wgobuild(Path(__file__).parents[1] / "examples/hello", "doctor")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("ok") and "Go toolchain" in lines[0] and "go1." in lines[0]
-    assert any("Docker engine" in line for line in lines)
+    engine = next(line for line in lines if "Docker engine" in line)
+    assert engine == (f"ok       Docker engine        {info['ServerVersion']} ({info['OSType']}/{info['Architecture']})"
+                      "; Windows images are assembled daemonless (OCI backend)"), lines
     powershell = next(line for line in lines if "PowerShell" in line)
     assert powershell.startswith("missing") and "dist/powershell" in powershell
     windows = next(line for line in lines if "Base windows/amd64" in line)

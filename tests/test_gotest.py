@@ -31,8 +31,15 @@ def test_go_test_report_names_failures_and_writes_junit(multi: Path, tmp_path: P
 
 def test_go_test_build_failure_is_reported(multi: Path, tmp_path: Path) -> None:
     (multi / "lib/jobs/jobs_test.go").write_text('package jobs\n\nimport "testing"\n\nfunc TestX(t *testing.T) { x }\n')
-    with pytest.raises(StepFailed, match="FAIL"):
+    with pytest.raises(StepFailed) as caught:
         gotest.test(multi, ["./..."], flags=[], timeout="60s", tags=[], cgo=False, junit=tmp_path / "j.xml")
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith("go test: 0 passed, 0 failed, 0 skipped in 2 packages ("), lines
+    assert lines[1:4] == ["FAIL example.com/multi/lib/jobs [example.com/multi/lib/jobs.test]",
+                          "    # example.com/multi/lib/jobs [example.com/multi/lib/jobs.test]",
+                          "    lib/jobs/jobs_test.go:5:28: undefined: x"], lines
+    failed = ET.parse(tmp_path / "j.xml").getroot().find(".//testcase[@name='(package)']/failure")
+    assert failed is not None and failed.get("message") == "package failed"
 
 
 def test_events_parse_into_cases() -> None:

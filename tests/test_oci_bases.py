@@ -119,15 +119,19 @@ def test_corrupted_layout_blob(local_bases, tmp_path):
         _resolve(tmp_path / "s", WIN22, windows_base=f"oci:{tmp_path / 'nowhere'}")
 
 
-@pytest.mark.parametrize("name", ["layout.tar", "save.tar"])
-def test_truncated_archives(local_bases, tmp_path, name):
+@pytest.mark.parametrize(("name", "why"), [
+    ("layout.tar", "index.json is missing from {cut}; the archive is incomplete"),
+    ("save.tar", "cannot read {cut} (unexpected end of data); the archive is corrupted or truncated"),
+])
+def test_truncated_archives(local_bases, tmp_path, name, why):
     data = (local_bases / name).read_bytes()
     cut = tmp_path / name
     cut.write_bytes(data[: len(data) // 2])
     transport = "oci-archive" if name == "layout.tar" else "docker-archive"
-    with pytest.raises(OciError, match=r"corrupted|truncated|incomplete|missing"):
+    with pytest.raises(OciError) as caught:
         base, config = _resolve(tmp_path / "p", WIN22, windows_base=f"{transport}:{cut}")
         base.ensure_blobs(BlobStore(config.state_dir))
+    assert str(caught.value) == f"base {transport}:{cut}: " + why.format(cut=cut)
 
 
 def test_docker_archive_layer_checked_against_diff_id(local_bases, tmp_path):
