@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -75,9 +76,26 @@ def test_harden_dry_run_renders_and_passes_whatif(project: Path) -> None:
     assert "$Services = @('Spooler', 'Fax')," in script.read_text(encoding="utf-8-sig")
 
 
+AUDIT_SOURCE = (REPO / "powershell/audit.ps1").read_text(encoding="utf-8-sig")
+
+
+def audit_line(control: str, expected: object, actual: object, ok: bool) -> str:
+    """One line as audit.ps1 prints it: its Write-Control record (keys read from the script) through
+    ``ConvertTo-Json -Compress``; ``control`` must be an id the script reports."""
+    record = re.search(r"\$record = \[ordered\]@\{ ([^}]*) \}\n"
+                       r"\s*Write-Output \(\$record \| ConvertTo-Json -Compress\)", AUDIT_SOURCE)
+    assert record is not None, "audit.ps1 no longer prints one compressed JSON record per control"
+    keys = [pair.split("=")[0].strip() for pair in record[1].split(";")]
+    ids = {m[0] or m[1] for m in re.findall(r"Write-Control (?:'([^']+)'|\"([^\"$]+)\$\w+\")", AUDIT_SOURCE)}
+    assert control in ids or control.split(":")[0] + ":" in ids, f"audit.ps1 reports no control {control!r}"
+    return json.dumps(dict(zip(keys, [control, expected, actual, ok], strict=True)), separators=(",", ":"))
+
+
 def test_audit_writes_json_and_exits_3_on_drift(project: Path) -> None:
-    lines = ['{"id":"service:Spooler","expected":"Stopped, Disabled","actual":"Running, Automatic","ok":false}',
-             '{"id":"smb1-server","expected":false,"actual":false,"ok":true}']
+    lines = [audit_line("service:Spooler", "Stopped, Disabled", "Running, Automatic", False),
+             audit_line("smb1-server", False, False, True)]
+    assert lines[0] == ('{"id":"service:Spooler","expected":"Stopped, Disabled","actual":"Running, Automatic",'
+                        '"ok":false}')
     result = invoke(project, "audit", STAND_IN_OUTPUT="|".join(lines), STAND_IN_EXIT="3")
     assert result.returncode == 3, result.output
     assert "1 control(s) drifted: service:Spooler" in result.output and "Traceback" not in result.output

@@ -230,6 +230,26 @@ def errors(text: str) -> list[str]:
     return bad
 
 
+@pytest.mark.parametrize("breakage", ["unclosed", "operand", "string"])
+def test_parse_check_reports_a_broken_script(rendered, breakage: str) -> None:
+    """Negative control for :func:`errors`: a deliberately broken script is reported, on the broken line."""
+    text = rendered["defaults"]["harden.ps1"]
+    assert errors(text) == []
+    marker = "Set-StrictMode -Version 3.0"
+    after_marker = text[: text.index(marker)].count("\r\n") + 1
+    unclosed = text.rstrip().removesuffix("}").rstrip()
+    broken, first_error = {
+        # the closing brace of the script's last block removed: reported missing after the last token
+        "unclosed": (unclosed, f"}} at <Point row={unclosed.count(chr(10))},"),
+        "operand": (text.replace(marker, marker + "\r\nif ($x -eq ) { ]", 1), f"ERROR at <Point row={after_marker},"),
+        # a quote never closed swallows the next lines up to the next quote
+        "string": (text.replace(marker, marker + "\r\n$s = 'never closed", 1),
+                   f"ERROR at <Point row={after_marker + 1},"),
+    }[breakage]
+    found = errors(broken)
+    assert found and found[0].startswith(first_error), found
+
+
 @pytest.mark.parametrize("config_name", list(CONFIGS))
 @pytest.mark.parametrize("script", powershell.SCRIPTS)
 def test_rendered_script_parses_and_follows_the_rules(rendered, config_name: str, script: str) -> None:
