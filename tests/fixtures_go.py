@@ -25,8 +25,13 @@ class DoitRun:
 
     @property
     def ran(self) -> set[str]:
-        """Tasks doit executed (lines ``.  name``)."""
-        return set(re.findall(r"^\.  (\S+)$", self.output, re.MULTILINE))
+        """Tasks doit executed (lines ``.  name (why)``)."""
+        return set(self.reasons)
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """Why each executed task ran, as its line said."""
+        return dict(re.findall(r"^\.  (\S+) \((.*)\)$", self.output, re.MULTILINE))
 
     @property
     def skipped(self) -> set[str]:

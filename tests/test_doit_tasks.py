@@ -214,3 +214,80 @@ def test_push_puts_one_index_for_every_platform_in_the_registry(hello: Path, see
     assert sorted(m["platform"]["os"] for m in raw["manifests"]) == ["linux", "windows"]
     again = run_doit(hello, "image")
     assert again.ran == set(), "pushing does not make the next plain run do anything"
+
+
+def test_every_step_says_why_it_runs(multi: Path) -> None:
+    first = run_doit(multi, "image")
+    assert first.returncode == 0, first.output
+    assert set(first.reasons.values()) == {"first build"}, first.output
+    jobs = multi / "lib/jobs/jobs.go"
+    jobs.write_text(jobs.read_text().replace("return 1", "return 2 - 1"))
+    edited = run_doit(multi, "image")
+    assert edited.reasons["compile:worker-linux-amd64"] == "lib/jobs/jobs.go changed", edited.output
+    assert edited.reasons["test"] == "lib/jobs/jobs.go changed"
+    (multi / "lib/web/page.html").write_text("<p>changed</p>\n")
+    web = multi / "lib/web/web.go"
+    web.write_text(web.read_text().replace("Page is served", "Page is what is served"))
+    both = run_doit(multi, "compile")
+    assert both.reasons == {"compile:api-linux-amd64": "2 files under lib/web changed"}, both.output
+    toml = multi / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
+    settings = run_doit(multi, "compile")
+    assert settings.reasons == {f"compile:{b}-linux-amd64": "settings changed: version" for b in ("api", "worker")}
+    (multi / "dist/linux-amd64/api").unlink()
+    missing = run_doit(multi, "compile")
+    assert missing.reasons == {"compile:api-linux-amd64": "output missing: dist/linux-amd64/api"}, missing.output
+    forced = run_doit(multi, "-a", "compile:worker-linux-amd64")
+    assert forced.reasons == {"compile:worker-linux-amd64": "forced"}, forced.output
+    steps = json.loads((multi / "dist/reports/run.json").read_text())["steps"]
+    assert [(s["step"], s["reason"]) for s in steps] == [("compile:worker-linux-amd64", "forced")]
+    assert any(line.startswith("compile:worker-linux-amd64  ran") and line.endswith("  forced")
+               for line in forced.output.splitlines()), "the table says why too"
+
+
+def test_a_no_op_run_keeps_the_last_builds_report_and_trace(multi: Path) -> None:
+    built = run_doit(multi, "image")
+    assert built.returncode == 0, built.output
+    reports = multi / "dist/reports"
+    run_json, trace_json = (reports / "run.json").read_bytes(), (reports / "trace.json").read_bytes()
+    events = json.loads(trace_json)["traceEvents"]
+    complete = [e for e in events if e["ph"] == "X"]
+    assert sorted(e["name"] for e in complete) == sorted(built.ran), "one complete event per step that ran"
+    for event in complete:
+        assert {"name", "ph", "ts", "dur", "pid", "tid", "args"} <= set(event)
+        assert isinstance(event["ts"], int) and event["ts"] >= 0 and event["dur"] > 0
+        assert event["args"]["reason"] == "first build" and event["args"]["status"] == "ran"
+    compile_event = next(e for e in complete if e["name"] == "compile:api-linux-amd64")
+    assert compile_event["args"]["programs"] >= 1 and compile_event["args"]["cpu_s"] > 0
+    assert len({e["tid"] for e in complete}) >= 2, "steps ran on several worker threads"
+    noop = run_doit(multi, "image")
+    assert noop.ran == set() and "nothing to do" in noop.output
+    assert (reports / "run.json").read_bytes() == run_json, "a no-op run keeps the figures of the last build"
+    assert (reports / "trace.json").read_bytes() == trace_json
+    records = sorted((reports / "runs").glob("*.json"))
+    assert len(records) == 2
+    assert json.loads(records[-1].read_text())["ran"] == {}
+    assert set(json.loads(records[0].read_text())["ran"]) == built.ran
+
+
+def test_clean_all_removes_every_file_wgobuild_wrote(hello: Path) -> None:
+    built = run_doit(hello, "image")
+    assert built.returncode == 0, built.output
+    dist = hello / "dist"
+    written = {p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file()}
+    assert {"images/linux-amd64.docker.tar", "reports/run.json", "reports/trace.json",
+            "docker/windows-amd64/Dockerfile"} <= written, written
+    assert any(name.startswith("images/linux-amd64/oci/blobs/") for name in written)
+    cleaned = run_doit(hello, "clean", "-a")
+    assert cleaned.returncode == 0, cleaned.output
+    assert not dist.exists(), sorted(p.as_posix() for p in dist.rglob("*"))
+    assert f"removed dist/ ({len(written)} files)" in cleaned.output
+    assert "kept .wgobuild/" in cleaned.output and "wgobuild clean --state" in cleaned.output
+    assert (hello / ".wgobuild").is_dir()
+    again = run_doit(hello, "image")
+    assert again.returncode == 0 and "image-platform:linux-amd64" in again.ran, again.output
+    state = subprocess.run([sys.executable, "-m", "wgobuild.cli", "clean", "--state"], cwd=hello,
+                           capture_output=True, text=True, timeout=300)
+    assert state.returncode == 0, state.stdout + state.stderr
+    assert not dist.exists() and not (hello / ".wgobuild").exists()
+    assert "removed .wgobuild/" in state.stdout

@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="wgobuild",
         description="Build Go services into Windows and linux container images. Besides the commands below, "
         "every doit command works without a dodo.py: `wgobuild image`, `wgobuild list --status`, "
-        "`wgobuild clean`, `wgobuild -n 2 -P thread`.",
+        "`wgobuild clean -a` (with --state, the build state too), `wgobuild -n 2 -P thread`, and `wgobuild graph` "
+        "(the task graph as DOT or SVG).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     init = sub.add_parser("init", help="write a starter wgobuild.toml and dodo.py into a Go module")
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             from wgobuild.commands import doctor
 
             return doctor.run(Path(options.path))
+        if args[:1] == ["clean"] and "--state" in args:
+            return clean_state([a for a in args if a != "--state"])
         return run_doit(args)
     except WgobuildError as exc:
         print(f"wgobuild: {exc}", file=sys.stderr)
@@ -61,6 +64,7 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
     from doit.doit_cmd import DoitMain
     from doit.loader import generate_tasks
 
+    from wgobuild.commands.graph import Graph
     from wgobuild.doit_tasks import task_creators
 
     class Loader(TaskLoader2):
@@ -76,7 +80,7 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
             return [task for name, creator in creators for task in generate_tasks(name, creator(), creator.__doc__)]
 
     class Main(DoitMain):
-        DOIT_CMDS = tuple(_without_plugins(cmd) for cmd in DoitMain.DOIT_CMDS)
+        DOIT_CMDS = tuple(_without_plugins(cmd) for cmd in (*DoitMain.DOIT_CMDS, Graph))
 
         def get_cmds(self):  # type: ignore[no-untyped-def]
             from doit.plugin import PluginDict
@@ -113,6 +117,16 @@ def _without_plugins(command: type) -> type:
 
     Command.__name__ = Command.__qualname__ = command.__name__
     return Command
+
+
+def clean_state(args: list[str]) -> int:
+    """``wgobuild clean --state``: ``doit clean`` (-a by default), then the state folder too."""
+    from wgobuild import config, outputs
+
+    code = run_doit(args if len(args) > 1 else [*args, "-a"]) or 0  # doit's clean returns None when it worked
+    if code == 0:
+        print(outputs.remove_state(config.load(Path.cwd())))
+    return code
 
 
 if __name__ == "__main__":

@@ -224,8 +224,14 @@ def run(cfg: Config, *, image: str = "", name: str = "", args: list[str] | None 
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise WgobuildError(f"run: image {image} is not on the engine; build it with `doit image` or set "
-                            "[run].image") from None
+        from wgobuild import imaging
+
+        # Built daemonless (no engine then, or auto chose it): load the docker-save tar the build wrote.
+        loaded = imaging.load_saved(cfg, image, client)
+        if loaded is None:
+            raise WgobuildError(f"run: image {image} is not on the engine and no docker-save tar of it is under "
+                                f"{cfg.out_dir.name}/images; build it with `doit image` or set [run].image") from None
+        echo(f"loaded {image} into the engine from {loaded} (it was built without the engine)")
     log_source = ""
     if cfg.run.log_dir:
         log_source = cfg.run.log_dir

@@ -1,7 +1,8 @@
 """doit wiring: turns a :class:`~wgobuild.config.Config` into doit tasks. No build logic lives here.
 
 Tasks (``doit list``): ``compile:<bin>-<os>-<arch>``, ``test``, ``golden:<case>``, ``dockerfile:<platform>``,
-``scripts``, ``image-platform:<platform>`` and ``image`` (the default). ``doit clean`` removes every output.
+``scripts``, ``image-platform:<platform>`` and ``image`` (the default). ``doit clean -a`` removes the whole output
+folder and keeps ``.wgobuild/`` (``wgobuild clean --state`` removes that too).
 A ``dodo.py`` is two lines::
 
     from wgobuild.doit_tasks import load_tasks
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,10 @@ from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
 from wgobuild import config as config_mod
-from wgobuild import gotool, proc
+from wgobuild import gotool, proc, progress
 from wgobuild.config import Config, Platform
 from wgobuild.errors import WgobuildError
-from wgobuild.report import RunReport, StepFigures
+from wgobuild.report import RunReport, StepFigures, changed_inputs, changed_settings
 
 RUN = RunReport()
 
@@ -71,20 +74,163 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
     return call
 
 
+class Settings(config_changed):
+    """doit's ``config_changed`` that also keeps the settings it saw, so a run can say which keys changed."""
+
+    def configure_task(self, task: Any) -> None:
+        super().configure_task(task)
+        if isinstance(self.config, dict):
+            task.value_savers.append(lambda: {"_settings": _plain(self.config)})
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        same = bool(super().__call__(task, values))
+        if not same and values:
+            old = values.get("_settings")
+            new = _plain(self.config) if isinstance(self.config, dict) else {}
+            _note(task).settings = changed_settings(old, new) if isinstance(old, dict) else []
+        return same
+
+
+@dataclass
+class _Note:
+    """What doit's up-to-date checks saw for one task in this run (read when the step starts, to say why)."""
+
+    first: bool = False  # no saved state: never built (or forgotten)
+    settings: list[str] | None = None  # settings changed: these keys ([] when not known)
+    checks: bool = False  # another uptodate check said "out of date"
+    inputs: int | None = None  # number of inputs at the last successful run
+
+
+_NOTES: dict[str, _Note] = {}
+
+
+def _note(task: Any) -> _Note:
+    return _NOTES.setdefault(task.name, _Note())
+
+
+class _Probe:
+    """First item of every task's ``uptodate``: starts the task's note; never decides anything (returns None)."""
+
+    def configure_task(self, task: Any) -> None:
+        task.value_savers.append(lambda: {"_inputs": len(task.file_dep)})
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> None:
+        _NOTES[task.name] = _Note(first=not values, inputs=values.get("_inputs"))
+
+
+def _noting(check: Callable[..., Any]) -> Callable[..., Any]:
+    """An uptodate callable taking (task, values) that also notes a "not up to date" answer."""
+
+    def checked(task: Any, values: dict[str, Any]) -> Any:
+        result = check(task, values)
+        if result is not None and not result:
+            _note(task).checks = True
+        return result
+
+    return checked
+
+
+def _explained(tasks: Any) -> Any:
+    """A creator's task dict(s) with the probes that let each step say why it runs (see :func:`why`)."""
+    if isinstance(tasks, dict):
+        return _explain(tasks)
+    return (_explain(task) for task in tasks)
+
+
+def _explain(task: dict[str, Any]) -> dict[str, Any]:
+    if not task.get("actions"):
+        return task
+    checks: list[Any] = [_Probe()]
+    for check in task.get("uptodate", []):
+        if type(check) is config_changed:
+            check = Settings(check.config, check.encoder)
+        elif (not isinstance(check, config_changed) and callable(check)
+              and list(inspect.signature(check).parameters)[:2] == ["task", "values"]):
+            check = _noting(check)
+        checks.append(check)
+    return {**task, "uptodate": checks}
+
+
+def why(task: Any, root: Path) -> str:
+    """One short reason ``task`` runs: first build, settings changed, an output missing, which input changed, or
+    forced (``doit -a``, or a step that always runs)."""
+    note = _NOTES.get(task.name)
+    if note is None:
+        return "always runs"
+    if note.first:
+        return "first build"
+    if note.settings is not None:
+        keys = note.settings
+        return "settings changed" + (f": {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}" if keys else "")
+    if note.checks:
+        return _check_reason(task, root)
+    missing = next((t for t in task.targets if not os.path.exists(t)), None)
+    if missing is not None:
+        return f"output missing: {_rel(missing, root)}"
+    if task.dep_changed:
+        return changed_inputs(sorted(task.dep_changed), root)
+    if note.inputs is not None and note.inputs != len(task.file_dep):
+        fewer = note.inputs - len(task.file_dep)
+        return f"{abs(fewer)} input{'s' if abs(fewer) > 1 else ''} {'removed' if fewer > 0 else 'added'}"
+    return "forced"
+
+
+def _check_reason(task: Any, root: Path) -> str:
+    if task.name.startswith("image-platform:") and task.targets:
+        from wgobuild import imaging
+
+        return imaging.stale_reason(Path(task.targets[0]), root) or "the recorded image is gone"
+    if (task.options or {}).get("push"):
+        return "--push"
+    return "an up-to-date check says it is not"
+
+
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as it reads back from doit's state (JSON: tuples become lists)."""
+    return dict(json.loads(json.dumps(config, sort_keys=True, default=str)))
+
+
+def _rel(path: str, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
 class Reporter(ConsoleReporter):
-    """doit's console output plus wgobuild's per-step table and ``dist/reports/run.json`` at the end."""
+    """doit's console output with the reason each step runs, live lines on a terminal, wgobuild's per-step table,
+    and the run's reports (run.json, trace.json, runs/) at the end."""
 
     reports_dir: Path | None = None
+    root: Path = Path()
+
+    def write(self, text: str) -> None:
+        progress.write(text)  # one lock for every line: parallel steps never interleave mid-line
+
+    def execute_task(self, task: Any) -> None:
+        if task.actions and task.name[0] != "_":
+            reason = why(task, self.root)
+            RUN.because(task.name, reason)
+            self.write(f".  {task.title()} ({reason})\n")
+            progress.start(task.name)
+
+    def add_success(self, task: Any) -> None:
+        progress.finish(task.name)
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        progress.finish(task.name)
+        super().add_failure(task, fail)
 
     def skip_uptodate(self, task: Any) -> None:
         super().skip_uptodate(task)
         RUN.record(StepFigures(step=task.name, status="up-to-date"))
 
     def complete_run(self) -> None:
+        progress.close()
         super().complete_run()
         self.write(RUN.table() + "\n")
         if self.reports_dir is not None:
-            RUN.write(self.reports_dir / "run.json")
+            RUN.save(self.reports_dir)
 
 
 class Project:
@@ -247,7 +393,7 @@ class Project:
             "uptodate": [config_changed({"push": cfg.image.push, "outputs": cfg.image.outputs,
                                          "reference": cfg.image_repository, "tag": cfg.image.tag}),
                          lambda task, values: not (task.options or {}).get("push")],
-            "clean": True,
+            "clean": [(clean_outputs, [cfg])],  # the whole output folder, not only the targets doit knows
         }
 
     # -- helpers --------------------------------------------------------------------------------------------------
@@ -257,11 +403,19 @@ class Project:
                 "project": asdict(self.cfg.project), "binaries": [b.name for b in self.cfg.binaries]}
 
 
+def clean_outputs(cfg: Config) -> None:
+    """``doit clean``: remove every file wgobuild wrote under the output folder and say what is kept."""
+    from wgobuild import outputs
+
+    for line in outputs.clean(cfg):
+        proc.echo(line)
+
+
 def doit_config(cfg: Config) -> dict[str, Any]:
     """doit settings: state in a sqlite3 DB under ``.wgobuild/`` (safe for concurrent runs), default ``image``,
     steps in parallel threads."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    Reporter.reports_dir = cfg.reports_dir
+    Reporter.reports_dir, Reporter.root = cfg.reports_dir, cfg.root
     return {
         "dep_file": str(cfg.state_dir / "doit-state.sqlite3"),
         "backend": "sqlite3",
@@ -311,6 +465,6 @@ def task_creators(root: str | Path, config_file: str | Path | None = None) -> di
 
 def _creator(method: Callable[[], Any]) -> Callable[[], Any]:
     """A one-line task creator: doit reads each creator's source to order them, and short source reads fast."""
-    creator = lambda: method()  # noqa: E731
+    creator = lambda: _explained(method())  # noqa: E731
     creator.__doc__ = method.__doc__
     return creator

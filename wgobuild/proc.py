@@ -13,7 +13,6 @@ import contextvars
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -23,10 +22,10 @@ from pathlib import Path
 
 import psutil
 
+from wgobuild import progress
 from wgobuild.errors import Interrupted, StepFailed, ToolMissing
 
 _OUTPUT_TAIL_LINES = 4000
-_print_lock = threading.Lock()
 _live: set[int] = set()
 _live_lock = threading.Lock()
 _stopping = threading.Event()  # set by the first Ctrl-C/SIGTERM: running trees are killed, new runs refused
@@ -57,10 +56,11 @@ class ProcResult:
 
 
 def echo(text: str, label: str | None = None) -> None:
-    """Print one line (prefixed with ``[label]`` when given) without interleaving with other threads."""
-    with _print_lock:
-        sys.stdout.write(f"[{label}] {text}\n" if label else f"{text}\n")
-        sys.stdout.flush()
+    """Print one line (prefixed with ``[label]`` when given) without interleaving with other threads.
+
+    Goes through :func:`wgobuild.progress.write`: one lock for every line, below which live step lines are kept.
+    """
+    progress.write(f"[{label}] {text}\n" if label else f"{text}\n")
 
 
 @contextlib.contextmanager
