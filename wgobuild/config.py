@@ -57,6 +57,7 @@ _SIZE = re.compile(r"\s{0,8}(\d{1,15}(?:\.\d{1,9})?)\s{0,8}([KMGT]?)(i?B)?\s{0,8
 MAX_CONFIG_BYTES = 1024 * 1024  # checked before parsing
 MAX_KEY_PARTS = 16  # parts of one dotted key or table header (tomllib's memory grows with the square of this)
 MAX_KEYS = 10_000  # key/value pairs in the file
+MAX_TABLES = 1_000  # [table] and [[array]] headers (tomllib slows down more than linearly with many)
 MAX_DEPTH = 8  # nesting of tables and arrays; the schema needs 4
 MAX_INT = 2**31 - 1  # whole numbers: every setting fits in a signed 32-bit int (PowerShell [int], Windows APIs)
 MAX_FLOAT = 1e9  # seconds and CPU counts; also keeps sleeps and timers finite
@@ -688,20 +689,25 @@ def load(root: Path | str = ".", path: Path | str | None = None) -> Config:
     _check_shape(text, path)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"malformed TOML: {exc}") from None
-    except RecursionError:
-        raise ConfigError(path, "", f"nested more than {MAX_DEPTH} levels deep") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # RecursionError: only if _check_shape missed nesting
+        why = f"nested more than {MAX_DEPTH} levels deep" if isinstance(exc, RecursionError) else str(exc)
+        raise ConfigError(path, "", f"malformed TOML: {why}") from None
     _check_depth(data, path)
     return from_dict(data, root, path)
 
 
 def _check_shape(text: str, path: Path) -> None:
-    """Before parsing: at most MAX_KEYS keys and MAX_KEY_PARTS parts per dotted key or header, nesting at most
-    MAX_DEPTH. One linear pass that skips strings and comments; a bound, not a parser (tomllib judges the rest)."""
-    i, n, keys, dots, depth = 0, len(text), 0, 0, 0
+    """Before parsing: at most MAX_KEYS keys, MAX_TABLES headers and MAX_KEY_PARTS parts per dotted key or header,
+    nesting at most MAX_DEPTH. One linear pass that skips strings and comments; a bound, not a parser (tomllib
+    judges the rest)."""
+    i, n, keys, tables, dots, depth, line_start = 0, len(text), 0, 0, 0, 0, True
     while i < n:
         ch = text[i]
+        if ch == "[" and line_start and depth == 0:
+            tables += 1
+            if tables > MAX_TABLES:
+                raise ConfigError(path, "", f"has more than {MAX_TABLES} [tables]")
+        line_start = ch == "\n" or (line_start and ch in " \t")
         if ch in "\"'":
             triple = text.startswith(ch * 3, i)
             end_quote = ch * 3 if triple else ch
@@ -713,6 +719,8 @@ def _check_shape(text: str, path: Path) -> None:
                     break  # an unterminated one-line string: tomllib reports it
                 i += 1
             i += len(end_quote)
+            while triple and i < n and text[i] == ch and text.startswith(end_quote, i - 2):
+                i += 1  # up to two quotes may end a multi-line string's content: """a""""
             continue
         if ch == "#":
             while i < n and text[i] != "\n":
