@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   need=()
-  for pkg in docker.io docker-registry skopeo apache2-utils git graphviz; do
+  for pkg in docker.io docker-registry skopeo apache2-utils git graphviz python3-venv; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -13,8 +13,19 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
 fi
+# PEP 668: a system python3 marked externally managed (Debian 12's) refuses pip installs; use the venv .venv then
+# (the README's first command makes it). Inside a venv, or with a pyenv/python.org Python, python3 is used as is.
+if python3 -c 'import pathlib, sys, sysconfig
+managed = pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists()
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)' >/dev/null 2>&1; then
+  [ -x .venv/bin/python3 ] || python3 -m venv .venv
+  export PATH="$PWD/.venv/bin:$PATH" VIRTUAL_ENV="$PWD/.venv"
+fi
 # pipefail keeps pip's exit status; the filter only hides two harmless lines (grep exits 1 when it prints nothing).
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
   | { grep -v -e '^WARNING: Running pip as' -e 'is ignored: it is neither' || [ $? = 1 ]; }
+# Reference implementations the tests use as oracles, built from the Go module proxy once (pinned versions).
+peers="$(go env GOPATH)/bin"
+[ -x "$peers/crane" ] || GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
 ruff check .
 exec python3 -m pytest "$@"
