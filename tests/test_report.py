@@ -6,6 +6,8 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from wgobuild import report
 from wgobuild.report import RunReport, StepFigures, changed_inputs, changed_settings, human_size
 
@@ -115,3 +117,23 @@ def test_human_size() -> None:
     assert human_size(512) == "512 B"
     assert human_size(1536) == "1.5 KiB"
     assert human_size(3 * 2**30) == "3.0 GiB"
+
+
+def test_the_test_step_shows_the_real_time_of_go_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two packages whose tests sleep 1.5 s each run side by side: go test takes about 1.5 s plus its builds, while
+    the events' Elapsed figures add up to 3 s; the summary shows the wall time of the go test process."""
+    from wgobuild import gotest, proc
+
+    (tmp_path / "go.mod").write_text("module example.com/slow\n\ngo 1.22\n")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}_test.go").write_text(
+            f'package {name}\n\nimport (\n\t"testing"\n\t"time"\n)\n\n'
+            "func TestSlow(t *testing.T) { time.Sleep(1500 * time.Millisecond) }\n")
+    with proc.collecting() as runs:
+        result = gotest.test(tmp_path, ["./..."], flags=["-p=2"], timeout="120s", tags=[], cgo=False,
+                             junit=tmp_path / "junit.xml")
+    (go_test,) = runs
+    assert result.elapsed == go_test.wall_s and go_test.wall_s >= 1.5
+    summary = capsys.readouterr().out
+    assert f"go test: 2 passed, 0 failed, 0 skipped in 2 packages ({go_test.wall_s:.1f}s)" in summary, summary

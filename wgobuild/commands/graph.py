@@ -12,6 +12,7 @@ too (dashed). Arrows go from a step to the steps that use its output.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -64,7 +65,11 @@ class Graph(DoitCmdBase):
         edges = sorted(set(dependencies(tasks)))
         text = dot(state, reasons, edges)
         if svg or output.lower().endswith(".svg"):
-            text = render_svg(text)
+            try:
+                text = render_svg(text)
+            except WgobuildError as exc:  # doit would print a traceback: one line instead
+                sys.stderr.write(f"wgobuild: {exc}\n")
+                return exc.exit_code
         if output:
             files.write_text(Path(output), text)
             self.outstream.write(f"wrote {output}\n")
