@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def _read_umask() -> int:
@@ -70,7 +70,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(target: Path, mode: str = "wb", **kwargs: object) -> Iterator[IO]:
+def atomic_open(target: Path, mode: str = "wb", **kwargs: object) -> Iterator[IO[Any]]:
     """Open a temporary file for writing that becomes ``target`` only when the block succeeds."""
     with atomic_path(target) as tmp, open(tmp, mode, **kwargs) as handle:  # type: ignore[call-overload]
         yield handle

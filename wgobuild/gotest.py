@@ -68,12 +68,12 @@ def parse_test_events(lines: list[str]) -> TestReport:
             continue
         if not isinstance(event, dict):
             continue
-        action, package, test = event.get("Action"), event.get("Package", ""), event.get("Test")
+        action, package, test = event.get("Action"), str(event.get("Package", "")), event.get("Test")
         if action == "build-output":
-            build_output.setdefault(event.get("ImportPath", package), []).append(event.get("Output", ""))
+            build_output.setdefault(str(event.get("ImportPath", package)), []).append(event.get("Output", ""))
             continue
         if action == "build-fail":
-            path = event.get("ImportPath", package)
+            path = str(event.get("ImportPath", package))
             failed[path] = build_output.get(path, [])
             continue
         if test:
@@ -140,7 +140,7 @@ def junit_xml(report: TestReport) -> str:
 def test(root: Path, packages: list[str], *, flags: list[str], timeout: str, tags: list[str], cgo: bool,
          junit: Path, label: str | None = None) -> TestReport:
     """Run ``go test -json`` for the host platform; write ``junit``; raise StepFailed with the summary on failure."""
-    argv: list[object] = [find_go(), "test", "-json", f"-timeout={timeout}", *flags]
+    argv = [str(find_go()), "test", "-json", f"-timeout={timeout}", *flags]
     if tags:
         argv.append("-tags=" + ",".join(tags))
     argv += packages

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import Task, task
+from invoke.tasks import Task, task
 
 from wgobuild.errors import ConfigError, WgobuildError
 from wgobuild.invoke_support import load_config, number, plain_errors
@@ -118,4 +118,4 @@ def _check_what(what: str) -> None:
         raise ConfigError("command line", "--what", f"{what!r}: use auto, serve or container")
 
 
-TASKS: list[Task] = [run, serve, stop, status]
+TASKS: list[Task[Any]] = [run, serve, stop, status]

@@ -49,7 +49,7 @@ def _entries(content: dict[str, Path], windows: bool) -> list[tuple[str, Path | 
 
 def write_tar(out: HashingWriter, content: dict[str, Path], windows: bool, mtime: int) -> None:
     mode = 0o555 if windows else 0o755
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name, src in _entries(content, windows):
             info = tarfile.TarInfo(name)
             info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = mtime, mode, 0, 0, "", ""

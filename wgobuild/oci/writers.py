@@ -48,7 +48,7 @@ class Built:
 
     @property
     def size(self) -> int:
-        return sum(b["size"] for b in self.blobs) + len(self.manifest)
+        return sum(int(b["size"]) for b in self.blobs) + len(self.manifest)
 
     def ensure_local(self, store: BlobStore) -> None:
         for blob in self.blobs:
@@ -158,7 +158,7 @@ def _tar_add(tar: tarfile.TarFile, name: str, content: bytes | Path) -> None:
 
 def _write_tar(path: Path, entries: list[tuple[str, bytes | Path]]) -> None:
     try:
-        with files.atomic_open(path) as handle, tarfile.open(fileobj=handle, mode="w|",  # type: ignore[call-overload]
+        with files.atomic_open(path) as handle, tarfile.open(fileobj=handle, mode="w|",
                                                              format=tarfile.PAX_FORMAT) as tar:
             for name, content in entries:
                 _tar_add(tar, name, content)
