@@ -60,8 +60,9 @@ def project(tmp_path: Path, hello_exe: Path) -> Iterator[Path]:
 
 
 def _configure(root: Path, text: str) -> None:
-    with open(root / "wgobuild.toml", "a", encoding="utf-8") as handle:
-        handle.write("\n" + text)
+    """Append ``text``; the example's own ``[run]`` (its last section) gives way to the test's."""
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").split("\n[run]\n")[0] + "\n\n" + text, encoding="utf-8")
 
 
 def _serve_in_background(root: Path, *flags: str) -> tuple[threading.Thread, list[proc.ProcResult]]:

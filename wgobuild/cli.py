@@ -12,6 +12,7 @@ from pathlib import Path
 from wgobuild.errors import WgobuildError
 
 _OWN_COMMANDS = ("init", "doctor")
+_OWN_FLAGS = (["-h"], ["--help"], ["--version"])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,10 +23,16 @@ def _parser() -> argparse.ArgumentParser:
         "`wgobuild clean -a` (with --state, the build state too), `wgobuild -n 2 -P thread`, and `wgobuild graph` "
         "(the task graph as DOT or SVG).",
     )
+    parser.add_argument("--version", action="store_true", help="print which wgobuild runs (version, folder, Python)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    init = sub.add_parser("init", help="write a starter wgobuild.toml and dodo.py into a Go module")
+    init = sub.add_parser("init", help="write a starter wgobuild.toml, dodo.py and tasks.py into a Go module",
+                          description="Write wgobuild.toml (every main package; the entrypoint first, chosen and "
+                          "explained), a two-line dodo.py (`doit image`) and a two-line tasks.py (`invoke --list`). "
+                          "Existing files are kept unless --force.")
     init.add_argument("path", nargs="?", default=".", help="Go module root (default: current folder)")
-    init.add_argument("--force", action="store_true", help="overwrite existing wgobuild.toml and dodo.py")
+    init.add_argument("--force", action="store_true", help="overwrite existing wgobuild.toml, dodo.py and tasks.py")
+    init.add_argument("--entrypoint", metavar="NAME", default="",
+                      help="the binary the image runs (a binary name or package folder such as cmd/shopd)")
     doctor = sub.add_parser("doctor", help="report the Go toolchain, Docker engine, PowerShell and registries")
     doctor.add_argument("path", nargs="?", default=".", help="Go module root (default: current folder)")
     return parser
@@ -34,12 +41,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        if (args and args[0] in _OWN_COMMANDS) or args[:1] in (["-h"], ["--help"]):
+        if (args and args[0] in _OWN_COMMANDS) or args[:1] in _OWN_FLAGS:
             options = _parser().parse_args(args)
+            if options.version:  # printed here: argparse's version action wraps long lines
+                print(version_line())
+                return 0
             if options.command == "init":
                 from wgobuild.commands import init
 
-                return init.run(Path(options.path), force=options.force)
+                return init.run(Path(options.path), force=options.force, entrypoint=options.entrypoint)
             from wgobuild.commands import doctor
 
             return doctor.run(Path(options.path))
@@ -52,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wgobuild: interrupted", file=sys.stderr)
         return 130
+
+
+def version_line() -> str:
+    """``wgobuild 0.1.0 from /path/to/wgobuild (Python 3.11.2)``: which copy runs, like ``pip --version``."""
+    import platform
+
+    import wgobuild
+
+    return f"wgobuild {wgobuild.__version__} from {Path(wgobuild.__file__).parent} (Python {platform.python_version()})"
 
 
 def run_doit(args: list[str], root: Path | None = None) -> int:
