@@ -1,7 +1,8 @@
 """A content-addressed blob store (``.wgobuild/blobs/sha256/<hex>``) shared by bases, layers and writers.
 
-Blobs are written under a temporary name and renamed to their digest only after the digest checked out, so a blob
-present under its name is always complete and correct.
+Blobs are written under a temporary name and renamed to their digest only after the digest (and, when a descriptor
+declared one, the size) checked out, so a blob present under its name is always complete and correct. Reads from
+outside are bounded: a blob is read to its declared size and no further, a JSON document to ``MAX_DOCUMENT``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import errno
 import hashlib
 import io
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -19,6 +21,7 @@ from wgobuild import files
 from wgobuild.oci import OciError
 
 CHUNK = 1 << 20
+MAX_DOCUMENT = 4 << 20  # manifests, indexes, image configs, token answers: real ones are a few KiB
 _NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
@@ -37,6 +40,15 @@ def disk_error(exc: OSError, where: Path) -> OciError:
     return OciError(f"cannot write {where}: {exc.strerror or exc}")
 
 
+def read_at_most(handle: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of ``handle``: more than ``limit`` tells the caller the source is too large."""
+    parts, left = [], limit + 1
+    while left > 0 and (block := handle.read(min(CHUNK, left))):
+        parts.append(block)
+        left -= len(block)
+    return b"".join(parts)
+
+
 class HashingWriter(io.RawIOBase):
     """Forward writes to ``inner`` while counting bytes and computing their sha256."""
 
@@ -46,7 +58,7 @@ class HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:  # type: ignore[override]
         self.hash.update(data)
         self.size += len(data)
         if self.inner is not None:
@@ -74,9 +86,15 @@ class BlobStore:
         except FileNotFoundError:
             raise OciError(f"blob {digest} is missing from {self.root}; run the build again") from None
 
-    def read(self, digest: str) -> bytes:
+    def read(self, digest: str, limit: int | None = None) -> bytes:
         with self.open(digest) as handle:
-            return handle.read()
+            if limit is None:
+                return handle.read()
+            data = read_at_most(handle, limit)
+        if len(data) > limit:
+            raise OciError(f"blob {digest} in {self.root} is larger than {limit} bytes; it is not a manifest or "
+                           "config: delete it and run again")
+        return data
 
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -86,14 +104,19 @@ class BlobStore:
         return digest
 
     @contextlib.contextmanager
-    def writer(self, expected: str | None = None) -> Iterator[HashingWriter]:
-        """Write a blob; it lands under its digest when the block ends (checked against ``expected``)."""
+    def writer(self, expected: str | None = None, size: int | None = None) -> Iterator[HashingWriter]:
+        """Write a blob; it lands under its digest when the block ends (checked against ``expected`` and
+        ``size``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = files.temp_path(self.root / "incoming")
         try:
             with open(tmp, "wb") as handle:
                 out = HashingWriter(handle)
                 yield out
+            if size is not None and out.size != size:
+                how = "larger" if out.size > size else "shorter"
+                raise OciError(f"blob {expected or out.digest} is {how} than the {size} bytes its descriptor "
+                               "declares; the source is corrupted, truncated or tampered with")
             if expected is not None and out.digest != expected:
                 raise OciError(f"blob digest mismatch: expected {expected}, got {out.digest} ({out.size} bytes); "
                                "the source is corrupted or truncated")
@@ -104,8 +127,21 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def put_stream(self, stream: IO[bytes], expected: str | None = None) -> tuple[str, int]:
-        with self.writer(expected) as out:
-            while block := stream.read(CHUNK):
+    def put_stream(self, stream: IO[bytes], expected: str | None = None, size: int | None = None) -> tuple[str, int]:
+        """Copy ``stream`` into the store; with ``size`` (a descriptor's) at most ``size + 1`` bytes are read."""
+        if size is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.root).free
+            if size > free:
+                raise OciError(f"blob {expected} needs {size} bytes and {self.root} has {free} free: free disk "
+                               "space there (or set build.out_dir) and run again")
+        left = None if size is None else size + 1
+        with self.writer(expected, size) as out:
+            while left is None or left > 0:
+                block = stream.read(CHUNK if left is None else min(CHUNK, left))
+                if not block:
+                    break
                 out.write(block)
+                if left is not None:
+                    left -= len(block)
         return out.digest, out.size
