@@ -88,3 +88,25 @@ def test_doctor_finds_a_reachable_base(tmp_path: Path, seeded_bases: Any) -> Non
     result = wgobuild(root, "doctor")
     line = next(x for x in result.stdout.splitlines() if "Base windows/amd64" in x)
     assert line.startswith("ok") and seeded_bases.windows in line, result.stdout
+
+
+def _message_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string literal in a module except docstrings."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_messages_do_not_send_pip_users_to_files_they_lack() -> None:
+    """A pip-installed wgobuild has no docs/ folder: a message may name a docs page only as part of its source."""
+    package = Path(__file__).resolve().parents[1] / "wgobuild"
+    found = [f"{path.relative_to(package.parent)}:{line}: {text!r}" for path in sorted(package.rglob("*.py"))
+             for line, text in _message_literals(path) if "docs/" in text and "wgobuild's source" not in text]
+    assert found == []
+    literals = [text for _, text in _message_literals(package / "commands" / "init.py")]
+    assert any("docs/config.md" in text for text in literals)  # the scan sees message text (negative control)

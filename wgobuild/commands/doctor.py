@@ -77,7 +77,7 @@ def check_bases(root: Path) -> list[Check]:
             checks.append((what, found, spec if found else
                            f"{problem}. The image step reports this platform as not built; point "
                            "image.windows_base/linux_base/bases at a reachable registry, an OCI layout (oci:PATH) "
-                           "or a docker-save tar (docker-archive:PATH) (docs/oci.md)"))
+                           "or a docker-save tar (docker-archive:PATH)"))
     return checks
 
 
