@@ -38,3 +38,44 @@ def test_bad_digest_and_missing_blob(tmp_path):
 def test_disk_full_message(tmp_path):
     message = str(disk_error(OSError(errno.ENOSPC, "No space left on device"), tmp_path))
     assert message.startswith("no space left while writing") and "free disk space" in message
+
+
+class _Endless(io.RawIOBase):
+    """A stream that never ends (what /dev/zero or a hostile server gives); counts what was read from it."""
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        self.served += len(buffer)
+        return len(buffer)
+
+
+def test_stream_is_read_to_its_declared_size_and_no_further(tmp_path):
+    store = BlobStore(tmp_path)
+    endless = _Endless()
+    with pytest.raises(OciError, match=r"blob sha256:\w+ is larger than the 1000 bytes its descriptor declares"):
+        store.put_stream(endless, expected=digest_of(bytes(1000)), size=1000)
+    assert endless.served <= 1001
+    with pytest.raises(OciError, match=r"is shorter than the 10 bytes its descriptor declares"):
+        store.put_stream(io.BytesIO(b"hello"), expected=digest_of(b"hello"), size=10)
+    assert list((tmp_path / "blobs" / "sha256").iterdir()) == []
+    assert store.put_stream(io.BytesIO(b"hello"), expected=digest_of(b"hello"), size=5) == (digest_of(b"hello"), 5)
+
+
+def test_a_blob_larger_than_the_free_space_is_refused_before_reading(tmp_path):
+    endless = _Endless()
+    with pytest.raises(OciError, match=r"needs \d+ bytes and .* has \d+ free: free disk space"):
+        BlobStore(tmp_path).put_stream(endless, expected=digest_of(b"x"), size=1 << 60)
+    assert endless.served == 0
+
+
+def test_bounded_read_of_a_stored_document(tmp_path):
+    store = BlobStore(tmp_path)
+    digest = store.put_bytes(b"x" * 100)
+    assert store.read(digest, limit=100) == b"x" * 100
+    with pytest.raises(OciError, match="is larger than 99 bytes"):
+        store.read(digest, limit=99)

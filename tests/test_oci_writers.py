@@ -119,3 +119,21 @@ def test_blob_missing_everywhere_is_a_clear_error(tmp_path, oci_binaries):
     with pytest.raises(OciError, match="build the image again"):
         writers.OciLayoutWriter(tmp_path / "out").write(writers.Target(built.reference, [built]), store)
     assert not (tmp_path / "out").exists()
+
+
+def test_store_blob_of_the_wrong_size_is_neither_written_nor_pushed(tmp_path, oci_binaries, registry):
+    """A store blob whose size is not its descriptor's (a damaged .wgobuild) stops the layout and the push."""
+    built, store = _image(tmp_path / "p", oci_binaries)
+    layer = json.loads(built.manifest)["layers"][0]
+    with open(store.path(layer["digest"]), "ab") as handle:
+        handle.write(b"extra")
+    target = writers.Target(built.reference, [built])
+    message = rf"blob {layer['digest']} of .* is {layer['size'] + 5} bytes in the store but its descriptor " \
+              rf"declares {layer['size']}: delete .* and build again"
+    with pytest.raises(OciError, match=message):
+        writers.OciLayoutWriter(tmp_path / "out").write(target, store)
+    assert not (tmp_path / "out").exists()
+    pushed = writers.Target(f"{registry.host}/team/wrong-size:1", [built])
+    with pytest.raises(OciError, match=message):
+        writers.RegistryWriter().write(pushed, store)
+    assert requests.head(f"{registry.url}/v2/team/wrong-size/blobs/{layer['digest']}", timeout=5).status_code == 404

@@ -56,6 +56,16 @@ class Built:
                 if self.fetch is None:
                     raise OciError(f"blob {blob['digest']} of {self.reference} is not available locally")
                 self.fetch(blob["digest"], store)
+            check_size(store, blob, self.reference)
+
+
+def check_size(store: BlobStore, blob: dict[str, Any], reference: str) -> None:
+    """A stored blob must have the size its descriptor declares before it is written out or pushed."""
+    path = store.path(blob["digest"])
+    have = path.stat().st_size
+    if have != blob["size"]:
+        raise OciError(f"blob {blob['digest']} of {reference} is {have} bytes in the store but its descriptor "
+                       f"declares {blob['size']}: delete {path} and build again")
 
 
 @dataclass
@@ -222,6 +232,7 @@ class RegistryWriter:
                     continue
                 if not store.has(digest):
                     image.ensure_local(store)
+                check_size(store, blob, image.reference)
                 client.upload_blob(repo, digest, _opener(store, digest))
                 self._event(f"upload {digest}")
             if len(target.images) == 1:
