@@ -102,6 +102,6 @@ function Set-AdminOnly([string] $Path) {
     if ($LASTEXITCODE -ne 0) { throw "icacls could not give $Path to Administrators: exit code $LASTEXITCODE" }
     foreach ($sid in @(Get-WritableBy $Path | Where-Object { $_ -notlike 'owner *' })) {
         & icacls.exe $Path '/remove:g' "*$sid" | Out-Null
-        if ($LASTEXITCODE -ne 0) { throw "icacls could not remove the grant of $sid on ${Path}: exit code $LASTEXITCODE" }
+        if ($LASTEXITCODE -ne 0) { throw "icacls could not remove $sid from ${Path}: exit code $LASTEXITCODE" }
     }
 }

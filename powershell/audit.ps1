@@ -45,6 +45,8 @@ function Write-Control([string] $Id, $Expected, $Actual, [bool] $Ok) {
 
 @@shared_feature_state
 
+@@shared_admin_check
+
 function Test-FolderGrant([string] $Id, [string] $Path, [string] $Sid, [string] $Rights) {
     if (-not $Sid) { Write-Control $Id $Rights 'identity missing' $false; return }
     if (-not (Test-Path -LiteralPath $Path -PathType Container)) {
@@ -109,6 +111,17 @@ try {
     }
 
     Test-FolderGrant 'acl:install-dir' $InstallDir $sid 'ReadAndExecute'
+    # Whoever can change the install folder runs code as the service: SYSTEM and Administrators only.
+    if (Test-Path -LiteralPath $InstallDir -PathType Container) {
+        $writers = @(Get-WritableBy $InstallDir)
+        $protected = (Get-Acl -LiteralPath $InstallDir).AreAccessRulesProtected
+        $actual = if ($writers.Count) { 'also ' + ($writers -join ', ') } elseif (-not $protected) { 'inherits' }
+            else { 'SYSTEM and Administrators only' }
+        $ok = $protected -and -not $writers.Count
+        Write-Control 'acl:install-dir-admin-only' 'SYSTEM and Administrators only' $actual $ok
+    } else {
+        Write-Control 'acl:install-dir-admin-only' 'SYSTEM and Administrators only' "folder $InstallDir missing" $false
+    }
     Test-FolderGrant 'acl:log-dir' $LogDir $sid 'Modify'
 
     if ($script:Drift -gt 0) { exit 3 }

@@ -20,7 +20,8 @@
     inherited entries; SYSTEM and Administrators only, owned by Administrators), and registers a daily scheduled task
     at -At, running as SYSTEM, whose command checks the copy's SHA-256 before running it (exit 2 and an error when it
     differs); it rotates nothing. The checkout's dist\powershell is never what SYSTEM runs. A -PostRotate given as
-    a path must lie in a folder only admins can change, or the rotation refuses to run it. Every change runs inside ShouldProcess, so -WhatIf lists what would happen.
+    a path must lie in a folder only admins can change, or the rotation refuses to run it. Every change runs inside
+    ShouldProcess, so -WhatIf lists what would happen.
     Copy-truncate caveat: lines written between the last read and the truncation (microseconds) are lost, the same
     as with logrotate's copytruncate; with -CopyTruncate $false nothing is ever lost, but the writer must reopen.
     Rendered by wgobuild from wgobuild.toml.

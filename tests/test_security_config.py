@@ -438,6 +438,10 @@ def test_rotate_logs_registers_an_admin_only_hash_checked_copy(tmp_path: Path) -
     assert "Assert-AdminOnly $PostRotate" in text
     service = powershell.render_all(cfg)["service.ps1"]
     assert 'Assert-AdminOnly $BinaryPath "the service $ServiceName"' in service
+    harden = powershell.render_all(cfg)["harden.ps1"]
+    assert harden.index("    Protect-InstallDir") < harden.index("Set-FolderGrant $InstallDir $sid")
+    audit = powershell.render_all(cfg)["audit.ps1"]
+    assert "'acl:install-dir-admin-only'" in audit and "@(Get-WritableBy $InstallDir)" in audit
 
 
 # ---------------------------------------------------------------------------------------------------------------

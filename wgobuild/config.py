@@ -14,7 +14,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 from wgobuild.errors import ConfigError
 
@@ -67,7 +67,12 @@ MAX_PATH_CHARS = 1024  # a configured path; each part at most 255 (NAME_MAX, and
 
 # Settings sections: frozen, and without the generated __eq__/__hash__/__repr__ nothing uses; each generated method
 # is compiled at import, on every run, no-op runs included.
-section = dataclass(frozen=True, eq=False, repr=False)
+_Section = TypeVar("_Section")
+
+
+@dataclass_transform(frozen_default=True)
+def section(cls: type[_Section]) -> type[_Section]:
+    return dataclass(frozen=True, eq=False, repr=False)(cls)
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ WINDOWS_SYSTEM_EXACT = ("\\", "\\program files", "\\program files (x86)", "\\pro
 
 def system_folder_problem(value: str, windows: bool) -> str:
     """Why the absolute host folder ``value`` must not receive logs or ACL changes ("" when it may)."""
+    trees: tuple[str, ...]
+    exact: tuple[str, ...]
     if windows:
         pure = PureWindowsPath(value.replace("/", "\\"))
         rest = "\\" + "\\".join(pure.parts[1:]).lower() if pure.drive else str(pure).lower()

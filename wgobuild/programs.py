@@ -58,10 +58,9 @@ def find_program(name: str, *, os_name: str | None = None, env: Mapping[str, str
             return windows_powershell(env, is_file)
     else:
         names = [name]
-    join = (lambda d, n: str(PureWindowsPath(d) / n)) if windows else (lambda d, n: str(PurePosixPath(d) / n))
     for folder in trusted_dirs(env, os_name):
         for candidate in names:
-            path = join(folder, candidate)
+            path = str(PureWindowsPath(folder) / candidate) if windows else str(PurePosixPath(folder) / candidate)
             if is_file(path):
                 return path
     return None
