@@ -21,6 +21,12 @@
 #Requires -Version 5.1
 #Requires -RunAsAdministrator
 [CmdletBinding(SupportsShouldProcess)]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'Set-FolderGrant',
+    Justification = 'each change inside goes through Invoke-Change, which asks this script''s own ShouldProcess (-WhatIf and -Confirm apply to the whole script)')]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'Set-AdminOnly',
+    Justification = 'each change inside goes through Invoke-Change, which asks this script''s own ShouldProcess (-WhatIf and -Confirm apply to the whole script)')]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'New-RandomSecret',
+    Justification = 'it only makes a random string in memory; nothing on the machine changes')]
 param(
     [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
     [string[]] $Services = @@services,
@@ -64,7 +70,7 @@ function Disable-Feature([string] $Name) {
     elseif ($LASTEXITCODE -ne 0) { throw "DISM could not disable feature ${Name}: exit code $LASTEXITCODE" }
 }
 
-function Get-ExplicitRights([string] $Path, [string] $Sid) {
+function Get-ExplicitRight([string] $Path, [string] $Sid) {
     # Rights explicitly granted to $Sid on $Path (inherited entries are not ours to manage).
     $acl = Get-Acl -LiteralPath $Path
     $rules = $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])
@@ -96,7 +102,7 @@ function Set-FolderGrant([string] $Path, [string] $Sid, [string] $Principal, [st
         Invoke-Change $Path 'create folder' { [System.IO.Directory]::CreateDirectory($Path) | Out-Null }
     }
     if (Test-Path -LiteralPath $Path -PathType Container) {
-        $rules = @(Get-ExplicitRights $Path $Sid)
+        $rules = @(Get-ExplicitRight $Path $Sid)
         $sync = [System.Security.AccessControl.FileSystemRights]::Synchronize
         if ($rules.Count -eq 1 -and ($rules[0].FileSystemRights -bor $sync) -eq ($want -bor $sync) -and
             $rules[0].InheritanceFlags -eq $inherit) {

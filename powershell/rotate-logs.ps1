@@ -31,6 +31,10 @@
 #>
 #Requires -Version 5.1
 [CmdletBinding(SupportsShouldProcess)]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'Set-AdminOnly',
+    Justification = 'each change inside goes through Invoke-Change, which asks this script''s own ShouldProcess (-WhatIf and -Confirm apply to the whole script)')]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSAvoidGlobalVars', '',
+    Justification = 'LASTEXITCODE is a global automatic variable: resetting it is the only way to clear a native exit code')]
 param(
     [string] $LogDir = @@rotate_log_dir,
     [ValidatePattern('^[A-Za-z0-9._*?-]+$')]

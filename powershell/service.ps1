@@ -25,6 +25,14 @@
 #Requires -Version 5.1
 #Requires -RunAsAdministrator
 [CmdletBinding(SupportsShouldProcess)]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'Set-Identity',
+    Justification = 'each change inside goes through Invoke-Change, which asks this script''s own ShouldProcess (-WhatIf and -Confirm apply to the whole script)')]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'Set-FailureAction',
+    Justification = 'each change inside goes through Invoke-Change, which asks this script''s own ShouldProcess (-WhatIf and -Confirm apply to the whole script)')]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'Stop-WithTimeout',
+    Justification = 'each change inside goes through Invoke-Change, which asks this script''s own ShouldProcess (-WhatIf and -Confirm apply to the whole script)')]
+[Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'New-RandomSecret',
+    Justification = 'it only makes a random string in memory; nothing on the machine changes')]
 param(
     [ValidateSet('install', 'uninstall')]
     [string] $Action = 'install',
@@ -112,7 +120,7 @@ function Set-Identity($Info) {
     }
 }
 
-function Set-FailureActions {
+function Set-FailureAction {
     # Registry layout of SERVICE_FAILURE_ACTIONS: reset period at 0, action count at 12, actions (type, delay) from 20.
     $delay = $RestartDelaySeconds * 1000
     $item = Get-Item -LiteralPath $ServiceKey -ErrorAction SilentlyContinue
@@ -188,7 +196,7 @@ function Install-AppService {
         }
     } else { Write-Unchanged "start type $Start" }
     Set-Identity $info
-    Set-FailureActions
+    Set-FailureAction
     $svc = Get-Service -Name $ServiceName
     if ($Start -ne 'demand' -and $svc.Status -ne 'Running') {
         Invoke-Change $ServiceName 'start' {
