@@ -83,7 +83,6 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
     from doit.doit_cmd import DoitMain
     from doit.loader import generate_tasks
 
-    from wgobuild.commands.graph import Graph
     from wgobuild.doit_tasks import task_creators
 
     class Loader(TaskLoader2):
@@ -99,7 +98,7 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
             return [task for name, creator in creators for task in generate_tasks(name, creator(), creator.__doc__)]
 
     class Main(DoitMain):
-        DOIT_CMDS = tuple(_without_plugins(cmd) for cmd in (*DoitMain.DOIT_CMDS, Graph))
+        DOIT_CMDS = tuple(_without_plugins(cmd) for cmd in (*DoitMain.DOIT_CMDS, *_own_doit_commands(args)))
 
         def get_cmds(self):  # type: ignore[no-untyped-def]
             from doit.plugin import PluginDict
@@ -110,6 +109,15 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
             return commands
 
     return Main(Loader(), config_filenames=()).run(args)
+
+
+def _own_doit_commands(args: list[str]) -> list[type]:
+    """wgobuild's own doit commands (``graph``), loaded only when asked for or listed: a build never imports them."""
+    if not args or args[0] not in ("graph", "help", "-h", "--help"):
+        return []
+    from wgobuild.commands.graph import Graph
+
+    return [Graph]
 
 
 def _without_plugins(command: type) -> type:
