@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from wgobuild.errors import WgobuildError
 
@@ -90,10 +91,11 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
             super().__init__()
             self.namespace = task_creators(Path.cwd() if root is None else root)
 
-        def load_doit_config(self) -> dict:
-            return self.namespace["DOIT_CONFIG"]
+        def load_doit_config(self) -> dict[str, Any]:
+            doit_config: dict[str, Any] = self.namespace["DOIT_CONFIG"]
+            return doit_config
 
-        def load_tasks(self, cmd: object, pos_args: list[str]) -> list:
+        def load_tasks(self, cmd: object, pos_args: list[str]) -> list[Any]:
             creators = [(k.removeprefix("task_"), v) for k, v in self.namespace.items() if k.startswith("task_")]
             return [task for name, creator in creators for task in generate_tasks(name, creator(), creator.__doc__)]
 
@@ -108,7 +110,8 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
                 commands[cmd.get_name()] = cmd
             return commands
 
-    return Main(Loader(), config_filenames=()).run(args)
+    code: int = Main(Loader(), config_filenames=()).run(args)
+    return code
 
 
 def _own_doit_commands(args: list[str]) -> list[type]:
@@ -120,11 +123,11 @@ def _own_doit_commands(args: list[str]) -> list[type]:
     return [Graph]
 
 
-def _without_plugins(command: type) -> type:
+def _without_plugins(command: type[Any]) -> type[Any]:
     """A doit command class that uses doit's built-in backends and reporters only."""
 
-    class Command(command):  # type: ignore[misc, valid-type]
-        def get_backends(self) -> dict:
+    class Command(command):
+        def get_backends(self) -> dict[str, type[Any]]:
             from doit.dependency import DbmDB, JsonDB, SqliteDB
 
             backends = {"dbm": DbmDB, "json": JsonDB, "sqlite3": SqliteDB}
@@ -132,7 +135,7 @@ def _without_plugins(command: type) -> type:
                 self.cmdparser["backend"].choices = {k: "" for k in backends}
             return backends
 
-        def get_reporters(self) -> dict:
+        def get_reporters(self) -> dict[str, type[Any]]:
             from doit import reporter
 
             reporters = {"console": reporter.ConsoleReporter, "executed-only": reporter.ExecutedOnlyReporter,

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from wgobuild import files, gotool, proc
 from wgobuild.config import _NAME, CONFIG_NAME
@@ -74,10 +75,10 @@ def module_name(module: str) -> str:
     return parts[-1] if parts else ""
 
 
-def _go_list(root: Path, *flags: str) -> list[dict[str, object]]:
+def _go_list(root: Path, *flags: str) -> list[dict[str, Any]]:
     """The packages ``go list -e -json ./...`` reports (each JSON object starts and ends at column 0)."""
     lines: list[str] = []
-    argv = [gotool.find_go(), "list", "-e", *flags, "-json=Name,Dir,ImportPath,Imports,GoFiles", "./..."]
+    argv = [str(gotool.find_go()), "list", "-e", *flags, "-json=Name,Dir,ImportPath,Imports,GoFiles", "./..."]
     result = proc.run(argv, env=gotool.go_env_vars(), cwd=root, on_line=lines.append)
     if not result.ok:
         raise StepFailed(f"go list ./... failed in {root}; is it a Go module (go.mod)?\n{result.tail()}")
@@ -103,7 +104,7 @@ def main_packages(root: Path, module: str = "") -> list[MainPackage]:
             continue
         folder = Path(str(pkg["Dir"])).resolve().relative_to(root).as_posix()
         listens = ""
-        for name in pkg.get("GoFiles") or []:  # type: ignore[attr-defined]
+        for name in pkg.get("GoFiles") or []:
             match = _LISTENS.search((root / folder / str(name)).read_bytes())
             if match:
                 where = name if folder == "." else f"{folder}/{name}"
@@ -117,7 +118,7 @@ def main_packages(root: Path, module: str = "") -> list[MainPackage]:
         found.append(MainPackage(
             name=module_name(module) if folder == "." else parts[-1],
             package="." if folder == "." else f"./{folder}",
-            imports=tuple(str(i) for i in pkg.get("Imports") or []),  # type: ignore[attr-defined]
+            imports=tuple(str(i) for i in pkg.get("Imports") or []),
             listens=listens, left_out=left_out))
     return sorted(found, key=lambda p: p.package)
 
