@@ -122,7 +122,7 @@ def render_svg(text: str) -> str:
     with tempfile.TemporaryDirectory(prefix="wgobuild-graph-") as tmp:
         source, target = Path(tmp) / "graph.dot", Path(tmp) / "graph.svg"
         source.write_text(text, encoding="utf-8")
-        proc.run([program, "-Tsvg", "-o", target, source], quiet=True, check=True, step="graph: dot")
+        proc.run([program, "-Tsvg", "-o", str(target), str(source)], quiet=True, check=True, step="graph: dot")
         return target.read_text(encoding="utf-8")
 
 
