@@ -19,9 +19,6 @@ from wgobuild import proc
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -33,6 +30,8 @@ def _invoke(*args: str, env: dict[str, str]) -> proc.ProcResult:
                     env={**os.environ, **env})
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_engine_appears_after_a_daemonless_build(docker_host: str, tmp_path: Path) -> None:
     import docker
 
@@ -102,6 +101,7 @@ def test_engine_appears_after_a_daemonless_build(docker_host: str, tmp_path: Pat
         client.close()
 
 
+@pytest.mark.docker
 def test_invoke_run_without_a_tar_says_what_to_do(docker_host: str, tmp_path: Path) -> None:
     root = copy_hello(tmp_path / "hello")
     result = _invoke("run", "--root", str(root), "--image", "wgobuild-test/never-built:1",
@@ -110,3 +110,37 @@ def test_invoke_run_without_a_tar_says_what_to_do(docker_host: str, tmp_path: Pa
     assert "wgobuild-test/never-built:1 is not on the engine and no docker-save tar of it is under dist/images" in (
         result.output)
     assert "Traceback" not in result.output
+
+
+def test_an_unavailable_record_is_retried_when_an_engine_fact_changes(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from wgobuild import imaging
+    from wgobuild.image import ImageResult
+
+    sock = tmp_path / "docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    record = tmp_path / "windows-amd64.json"
+    ImageResult("none", "windows/amd64", "", "", 0,
+                extra={"unavailable": "needs a Windows engine", "facts": imaging.engine_facts()}).save(record)
+    assert imaging.stale_reason(record) is None and imaging.still_present(record), "nothing changed: up to date"
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))  # an engine socket appears where DOCKER_HOST points
+    try:
+        assert imaging.stale_reason(record) == "retrying: the engine socket changed since it could not be built"
+    finally:
+        listener.close()
+        sock.unlink()
+    assert imaging.still_present(record), "gone again: the facts are those recorded"
+
+    (tmp_path / "docker-config").mkdir()
+    (tmp_path / "docker-config" / "config.json").write_text('{"currentContext": "winbuild"}')  # docker context use
+    assert imaging.stale_reason(record) == "retrying: the docker context changed since it could not be built"
+    (tmp_path / "docker-config" / "config.json").unlink()
+
+    monkeypatch.setenv("DOCKER_HOST", "ssh://admin@winbuild")
+    reason = imaging.stale_reason(record)
+    assert reason is not None and reason.startswith("retrying: DOCKER_HOST, the engine socket changed"), reason
+    assert not imaging.still_present(record)
