@@ -28,4 +28,6 @@ python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
 peers="$(go env GOPATH)/bin"
 [ -x "$peers/crane" ] || GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
 ruff check .
-exec python3 -m pytest "$@"
+# Branch coverage of wgobuild/, child processes included (pyproject.toml [tool.coverage.run]); arguments go to
+# pytest, e.g. `bash tests/run.sh -k name --count 20 -x` to hunt a flaky test (pytest-repeat).
+exec python3 -m pytest --cov=wgobuild --cov-branch --cov-report=term:skip-covered "$@"

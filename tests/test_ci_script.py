@@ -1,6 +1,6 @@
 """tests/run.sh, the command CI runs: a failed install stops it; a good one reaches pytest with the caller's args.
 
-Stand-ins for python3 (only its ``-m pip``, ``-m mypy`` and ``-m pytest`` answers), ruff, apt-get and dpkg record
+Stand-ins for python3 (only its ``-m pip``, ``-m mypy`` and ``-m pytest`` answers), ruff, go, apt-get and dpkg record
 what the script called; everything else is the real bash script.
 """
 
@@ -30,8 +30,13 @@ echo "unexpected python3 call: $*"; exit 99
 
 def _stand_ins(folder: Path) -> Path:
     folder.mkdir()
+    gopath = folder.parent / "gopath"
+    (gopath / "bin").mkdir(parents=True)
     scripts = {"python3": FAKE_PYTHON, "ruff": '#!/bin/sh\necho "ruff ran with: $*"\n', "dpkg": "#!/bin/sh\nexit 0\n",
-               "apt-get": '#!/bin/sh\necho "apt-get must not run: $*"; exit 98\n'}
+               "apt-get": '#!/bin/sh\necho "apt-get must not run: $*"; exit 98\n',
+               "go": f'#!/bin/sh\n[ "$*" = "env GOPATH" ] && echo {gopath} && exit 0\n'
+                     'echo "go must not run: $*"; exit 97\n',
+               "../gopath/bin/crane": "#!/bin/sh\nexit 0\n"}
     for name, text in scripts.items():
         (folder / name).write_text(text)
         (folder / name).chmod(0o755 | stat.S_IXUSR)
@@ -54,4 +59,6 @@ def test_run_sh_stops_on_a_failed_install_and_passes_args_to_pytest(tmp_path: Pa
     else:
         assert result.returncode == 0, result.output
         assert "ruff ran with: check ." in lines
-        assert lines[-1].startswith("pytest ran with: -m pytest ") and lines[-1].endswith(" -k name --count 3")
+        assert lines[-1] == ("pytest ran with: -m pytest --cov=wgobuild --cov-branch --cov-report=term:skip-covered "
+                             "-k name --count 3")
+    assert not [line for line in lines if "must not run" in line], lines
