@@ -413,6 +413,7 @@ def test_hooks_take_a_cmdlet_or_an_exe() -> None:
 
 @pytest.mark.parametrize(("section", "key", "value"), [
     ("harden", "install_dir", "C:\\Windows\\System32"), ("harden", "log_dir", "C:\\"),
+    ("harden", "install_dir", "C:\\" + "a\\" * 600),
     ("logs", "dir", "c:\\windows\\tasks"), ("logs", "post_rotate", "iex"),
 ])
 def test_scripts_refuse_system_folders_and_evaluating_hooks(tmp_path: Path, section: str, key: str,

@@ -83,6 +83,8 @@ def identifier(kind: str, value: str) -> str:
 
 def windows_path(value: str) -> str:
     """Normalise an absolute local Windows path (``C:/app//bin/`` -> ``C:\\app\\bin``); refuse anything odd."""
+    if len(value) > 1024:
+        raise ValueError(f"{value[:40]!r}... is longer than 1024 characters")
     bad = next((ch for ch in value if ord(ch) < 32 or ch in _PATH_FORBIDDEN), None)
     if bad is not None:
         raise ValueError(f"{value!r} contains {bad!r}, which is not allowed in a path here")
