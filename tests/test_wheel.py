@@ -59,27 +59,31 @@ def test_wheel_holds_every_module_template_and_script(wheel: Path) -> None:
 def test_fresh_venv_from_the_wheel_runs_init_image_and_scripts(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+
+    def exe(name: str) -> Path:
+        return bin_dir / f"{name}.exe" if os.name == "nt" else bin_dir / name
+
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     # The venv's executables first; the Go toolchain this machine has (the module needs one, not wgobuild's wheel).
     env["PATH"] = os.pathsep.join([str(bin_dir), str(gotool.find_go().parent), env.get("PATH", "")])
     env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"  # daemonless, the same on every machine
     run([sys.executable, "-m", "venv", venv], tmp_path, env, "python -m venv")
-    run([bin_dir / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel], tmp_path, env,
+    run([exe("python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel], tmp_path, env,
         "pip install the wheel")
 
-    version = run([bin_dir / "wgobuild", "--version"], tmp_path, env, "wgobuild --version")
+    version = run([exe("wgobuild"), "--version"], tmp_path, env, "wgobuild --version")
     assert f"from {venv}" in version and str(REPO) not in version, version
     module = write_shop(tmp_path / "shop")
-    imported = run([bin_dir / "python", "-c", "import wgobuild; print(wgobuild.__file__)"], module, env, "import")
+    imported = run([exe("python"), "-c", "import wgobuild; print(wgobuild.__file__)"], module, env, "import")
     assert Path(imported.strip()).is_relative_to(venv), imported
 
-    init = run([bin_dir / "wgobuild", "init"], module, env, "wgobuild init")
+    init = run([exe("wgobuild"), "init"], module, env, "wgobuild init")
     assert "entrypoint  shopd" in init
-    image = run([bin_dir / "doit", "image"], module, env, "doit image")
+    image = run([exe("doit"), "image"], module, env, "doit image")
     assert "linux/amd64  oci" in image, image
     assert (module / "dist/images/linux-amd64.docker.tar").is_file()  # the linux image, daemonless
     assert (module / "dist/windows-amd64/shopd.exe").is_file() and (module / "dist/linux-amd64/shopctl").is_file()
-    scripts = run([bin_dir / "invoke", "scripts"], module, env, "invoke scripts")
+    scripts = run([exe("invoke"), "scripts"], module, env, "invoke scripts")
     for name in ("harden", "audit", "rotate-logs", "cleanup", "service"):
         assert str(module / "dist/powershell" / f"{name}.ps1") in scripts.splitlines(), scripts
     assert "C:\\app\\shopd.exe" in (module / "dist/powershell/service.ps1").read_text(encoding="utf-8-sig")
