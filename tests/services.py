@@ -21,6 +21,7 @@ HOST_CONDITIONS: tuple[str, ...] = (
     "tests/run.sh is a bash script (CI runs it on Debian)",
     "the stand-in engine listens on a unix socket",
     "the context points at a unix socket",
+    "POSIX modes and owners; Windows relies on the module's ACL",
 )
 
 
