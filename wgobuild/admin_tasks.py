@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from invoke import Task, task
+from invoke.tasks import Task
 
 from wgobuild import config as config_mod
 from wgobuild import files, powershell, proc
@@ -37,12 +37,13 @@ _HARDEN_HELP = {
 }
 
 
-def _admin_task(help: dict[str, str]) -> Callable[[Callable[..., Any]], Task]:
+def _admin_task(help: dict[str, str]) -> Callable[[Callable[..., Any]], Task[Any]]:
     """``@task`` that turns a WgobuildError into one plain message and its exit code (no traceback)."""
 
-    def wrap(body: Callable[..., Any]) -> Task:
+    def wrap(body: Callable[..., Any]) -> Task[Any]:
         params = inspect.signature(body).parameters
-        return task(plain_errors(body), help={k: v for k, v in {**_COMMON_HELP, **help}.items() if k in params})
+        wanted = {k: v for k, v in {**_COMMON_HELP, **help}.items() if k in params}
+        return Task(plain_errors(body), help=wanted)  # what @task(help=...) makes
 
     return wrap
 
@@ -62,7 +63,9 @@ def _render(cfg: config_mod.Config) -> Path:
     return paths[0].parent
 
 
-def _harden_overrides(services, features, service_name, identity, account, install_dir, log_dir) -> dict:
+def _harden_overrides(services: str | None, features: str | None, service_name: str | None, identity: str | None,
+                      account: str | None, install_dir: str | None, log_dir: str | None,
+                      ) -> dict[str, dict[str, tuple[str, Any]]]:
     return {"harden": {
         "services": ("--services", None if services is None else _split(services)),
         "features": ("--features", None if features is None else _split(features)),
@@ -75,8 +78,10 @@ def _harden_overrides(services, features, service_name, identity, account, insta
 
 
 @_admin_task(_HARDEN_HELP)
-def harden(c, root=".", config=None, dry_run=False, shell=None, services=None, features=None, service_name=None,
-           identity=None, account=None, install_dir=None, log_dir=None):
+def harden(c: Any, root: str = ".", config: str | None = None, dry_run: bool = False, shell: str | None = None,
+           services: str | None = None, features: str | None = None, service_name: str | None = None,
+           identity: str | None = None, account: str | None = None, install_dir: str | None = None,
+           log_dir: str | None = None) -> None:
     """Stop/disable services, disable optional features and SMB1, set up the service identity and folder ACLs."""
     cfg = load(root, config, **_harden_overrides(services, features, service_name, identity, account, install_dir,
                                                  log_dir))
@@ -85,8 +90,10 @@ def harden(c, root=".", config=None, dry_run=False, shell=None, services=None, f
 
 
 @_admin_task({**_HARDEN_HELP, "report": "where to write the JSON results (default: dist/reports/audit.json)"})
-def audit(c, root=".", config=None, shell=None, services=None, features=None, service_name=None, identity=None,
-          account=None, install_dir=None, log_dir=None, report=None):
+def audit(c: Any, root: str = ".", config: str | None = None, shell: str | None = None, services: str | None = None,
+          features: str | None = None, service_name: str | None = None, identity: str | None = None,
+          account: str | None = None, install_dir: str | None = None, log_dir: str | None = None,
+          report: str | None = None) -> None:
     """Check this machine against the hardening settings, read-only; JSON per control; exit code 3 on drift."""
     cfg = load(root, config, **_harden_overrides(services, features, service_name, identity, account, install_dir,
                                                  log_dir))
@@ -117,8 +124,9 @@ def audit(c, root=".", config=None, shell=None, services=None, features=None, se
     "max_age_days": "rotate files older than this many days since their last rotation; 0 = never by age",
     "max_size_mb": "rotate files of at least this many MB; 0 = never by size",
 })
-def rotate_logs(c, root=".", config=None, dry_run=False, shell=None, register=False, log_dir=None, pattern=None,
-                keep=None, max_age_days=None, max_size_mb=None):
+def rotate_logs(c: Any, root: str = ".", config: str | None = None, dry_run: bool = False, shell: str | None = None,
+                register: bool = False, log_dir: str | None = None, pattern: str | None = None,
+                keep: str | None = None, max_age_days: str | None = None, max_size_mb: str | None = None) -> None:
     """Rotate, compress and prune log files once, or register the daily scheduled task with --register."""
     cfg = load(root, config, logs={
         "dir": ("--log-dir", log_dir),
@@ -138,8 +146,9 @@ def rotate_logs(c, root=".", config=None, dry_run=False, shell=None, register=Fa
     "binary": "which [[binaries]] entry to run (overrides [service].binary; default: the first)",
     "start": "start type: auto, delayed-auto or demand",
 })
-def install_service(c, root=".", config=None, dry_run=False, shell=None, service_name=None, identity=None,
-                    account=None, binary=None, start=None):
+def install_service(c: Any, root: str = ".", config: str | None = None, dry_run: bool = False,
+                    shell: str | None = None, service_name: str | None = None, identity: str | None = None,
+                    account: str | None = None, binary: str | None = None, start: str | None = None) -> None:
     """Install (or update) the Go binary as a Windows service with failure actions; it must use x/sys/windows/svc."""
     cfg = load(root, config,
                harden={"service_name": ("--service-name", service_name), "identity": ("--identity", identity),
@@ -166,7 +175,8 @@ def _require_service_binary(cfg: config_mod.Config) -> None:
 
 
 @_admin_task({"service_name": "service name (overrides [harden].service_name)"})
-def uninstall_service(c, root=".", config=None, dry_run=False, shell=None, service_name=None):
+def uninstall_service(c: Any, root: str = ".", config: str | None = None, dry_run: bool = False,
+                      shell: str | None = None, service_name: str | None = None) -> None:
     """Stop (within [service].stop_timeout_s) and delete the service."""
     cfg = load(root, config, harden={"service_name": ("--service-name", service_name)})
     folder = _render(cfg)
@@ -174,11 +184,11 @@ def uninstall_service(c, root=".", config=None, dry_run=False, shell=None, servi
 
 
 @_admin_task({"out": "folder to write the scripts to (default: dist/powershell)"})
-def scripts(c, root=".", config=None, out=None):
+def scripts(c: Any, root: str = ".", config: str | None = None, out: str | None = None) -> None:
     """Render every PowerShell script (harden, audit, rotate-logs, cleanup, service) for review; runs nothing."""
     cfg = load(root, config)
     for path in powershell.write_scripts(cfg, Path(out) if out else None):
         proc.echo(str(path))
 
 
-TASKS: list[Task] = [harden, audit, rotate_logs, install_service, uninstall_service, scripts]
+TASKS: list[Task[Any]] = [harden, audit, rotate_logs, install_service, uninstall_service, scripts]

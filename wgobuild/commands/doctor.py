@@ -13,7 +13,7 @@ Check = tuple[str, bool, str]  # (what, ok, detail or what to do)
 def check_go() -> Check:
     try:
         go = gotool.find_go()
-        result = proc.run([go, "version"], env=gotool.go_env_vars(), quiet=True, timeout=30)
+        result = proc.run([str(go), "version"], env=gotool.go_env_vars(), quiet=True, timeout=30)
     except WgobuildError as exc:
         return "Go toolchain", False, str(exc)
     if not result.ok:

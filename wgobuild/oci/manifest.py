@@ -87,8 +87,8 @@ def image_config(base: dict[str, Any] | None, diff_id: str, app: AppSettings) ->
         "architecture": app.arch, "os": app.os, "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
     if app.os == "windows" and not cfg.get("os.version") and app.os_version:
         cfg["os.version"] = app.os_version
-    for key in ("container", "container_config", "docker_version", "id", "parent"):
-        cfg.pop(key, None)
+    for unused in ("container", "container_config", "docker_version", "id", "parent"):
+        cfg.pop(unused, None)
     inner = dict(cfg.get("config") or {})
     env = {}
     for item in inner.get("Env") or []:
