@@ -77,6 +77,7 @@ def test_impossible_cpus_for_the_engine(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         containers.plan(_cfg(tmp_path, {"affinity": [5]}), engine_os="linux", engine_cpus=2, image="x:1")
     assert info.value.key == "[limits].affinity[0]"
+    assert str(info.value).endswith(": [limits].affinity[0]: CPU 5 does not exist on the engine (2 CPUs)")
 
 
 def test_default_image_matches_the_engine_platform(tmp_path: Path) -> None:
