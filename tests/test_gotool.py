@@ -169,7 +169,9 @@ def test_version_stamp_from_git_or_literal(tmp_path: Path) -> None:
     assert outside.note == (f'version = "git" but {tmp_path} is not in a git repository: binaries and images get '
                             "0.0.0-dev")
     git(tmp_path, "init", "-q")
-    assert gotool.version_stamp(tmp_path, "git").note.endswith("has no commit yet: binaries and images get 0.0.0-dev")
+    assert gotool.version_stamp(tmp_path, "git").note == (
+        f'version = "git" but git describe failed in {tmp_path} (Not a valid object name HEAD; no commit yet?): '
+        "binaries and images get 0.0.0-dev")
     pkg, other = tmp_path / "pkg", tmp_path / "other"
     pkg.mkdir()
     other.mkdir()

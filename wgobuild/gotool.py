@@ -197,9 +197,8 @@ class VersionStamp:
         """The version of something built from ``inputs``."""
         if not (self.dirty or self.deleted_in):
             return self.base
-        for path in inputs:
-            real = os.path.normcase(os.path.realpath(path))
-            if real in self.dirty or os.path.dirname(real) in self.deleted_in:
+        for path in map(os.path.normcase, inputs):  # both spelled from the root: see _GoList.run
+            if path in self.dirty or os.path.dirname(path) in self.deleted_in:
                 return f"{self.base}-dirty"
         return self.base
 
@@ -219,8 +218,9 @@ def version_stamp(root: Path, configured: str) -> VersionStamp:
     described = proc.run([git, "describe", "--tags", "--always"], cwd=root, quiet=True)
     base = described.output.strip()
     if not described.ok or not base:
-        return VersionStamp(_UNVERSIONED, note=f'version = "git" but the repository at {top} has no commit yet: '
-                                               f"binaries and images get {_UNVERSIONED}")
+        why = described.tail(1).removeprefix("fatal: ") or f"exit code {described.returncode}"
+        return VersionStamp(_UNVERSIONED, note=f'version = "git" but git describe failed in {root} ({why}; no '
+                                               f"commit yet?): binaries and images get {_UNVERSIONED}")
     lines: list[str] = []
     status = proc.run([git, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all"], cwd=top,
                       on_line=lines.append)
@@ -228,11 +228,10 @@ def version_stamp(root: Path, configured: str) -> VersionStamp:
         raise StepFailed(f"git status failed in {top}:\n{status.tail()}")
     dirty: set[str] = set()
     deleted_in: set[str] = set()
-    real_top = os.path.realpath(top)
     for record in "\n".join(lines).split("\0"):
         if len(record) < 4:
             continue
-        codes, path = record[:2], os.path.normcase(os.path.join(real_top, record[3:]))
+        codes, path = record[:2], os.path.normcase(os.path.join(top, record[3:]))
         if "D" in codes:
             name = os.path.basename(path)
             if not name.endswith("_test.go") and f"{os.sep}testdata{os.sep}" not in path:
@@ -347,7 +346,9 @@ class _GoList:
             fields += _TEST_FILE_LISTS
         lines: list[str] = []
         argv = [str(find_go()), "list", "-e", "-deps", *(["-test"] if test else []), "-json=" + ",".join(fields), *args]
-        result = proc.run(argv, env=env, cwd=self.root, on_line=lines.append)
+        # go reports folders under $PWD's spelling when it names the cwd: make that the resolved root, so that
+        # listed paths compare with the root, the git paths and the last run's paths as plain strings.
+        result = proc.run(argv, env={**env, "PWD": str(self.root)}, cwd=self.root, on_line=lines.append)
         if not result.ok:
             raise StepFailed(f"go list failed for {what} in {self.root}:\n{result.tail()}")
         decoder, text, pos = json.JSONDecoder(), "\n".join(lines), 0
