@@ -17,18 +17,19 @@
 #Requires -RunAsAdministrator
 [CmdletBinding(SupportsShouldProcess)]
 param(
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string[]] $Services = @@services,
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string[]] $Features = @@features,
     [bool] $Smb1Server = @@smb1_server,
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string] $ServiceName = @@service_name,
     [ValidateSet('virtual', 'local-user')]
     [string] $Identity = @@identity,
-    [ValidatePattern('^$|^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^\z|^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string] $Account = @@account,
     [string] $InstallDir = @@install_dir,
+    [string] $BinaryPath = @@binary_path,
     [string] $LogDir = @@log_dir
 )
 Set-StrictMode -Version 3.0
@@ -111,6 +112,16 @@ try {
     }
 
     Test-FolderGrant 'acl:install-dir' $InstallDir $sid 'ReadAndExecute'
+    if ($null -ne $installed) {
+        # The hash service.ps1 recorded at install: a different binary now runs as the service.
+        $key = "HKLM:\SYSTEM\CurrentControlSet\Services\$ServiceName\Parameters"
+        $item = Get-Item -LiteralPath $key -ErrorAction SilentlyContinue
+        $recorded = if ($null -ne $item) { [string] $item.GetValue('WgobuildSha256', '') } else { '' }
+        $actual = if (Test-Path -LiteralPath $BinaryPath -PathType Leaf) {
+            (Get-FileHash -LiteralPath $BinaryPath -Algorithm SHA256).Hash } else { "$BinaryPath missing" }
+        $expected = if ($recorded) { $recorded } else { 'a hash recorded by service.ps1 install' }
+        Write-Control 'service:binary-sha256' $expected $actual ($recorded -and $actual -eq $recorded)
+    }
     # Whoever can change the install folder runs code as the service: SYSTEM and Administrators only.
     if (Test-Path -LiteralPath $InstallDir -PathType Container) {
         $writers = @(Get-WritableBy $InstallDir)

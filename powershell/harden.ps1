@@ -28,16 +28,16 @@
 [Diagnostics.CodeAnalysis.SuppressMessageAttribute('PSUseShouldProcessForStateChangingFunctions', '', Scope = 'Function', Target = 'New-RandomSecret',
     Justification = 'it only makes a random string in memory; nothing on the machine changes')]
 param(
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string[]] $Services = @@services,
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string[]] $Features = @@features,
     [bool] $Smb1Server = @@smb1_server,
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string] $ServiceName = @@service_name,
     [ValidateSet('virtual', 'local-user')]
     [string] $Identity = @@identity,
-    [ValidatePattern('^$|^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^\z|^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string] $Account = @@account,
     [string] $InstallDir = @@install_dir,
     [string] $LogDir = @@log_dir

@@ -37,7 +37,7 @@
     Justification = 'LASTEXITCODE is a global automatic variable: resetting it is the only way to clear a native exit code')]
 param(
     [string] $LogDir = @@rotate_log_dir,
-    [ValidatePattern('^[A-Za-z0-9._*?-]+$')]
+    [ValidatePattern('^[A-Za-z0-9._*?-]+\z')]
     [string] $Pattern = @@pattern,
     [ValidateRange(0, 36500)]
     [int] $MaxAgeDays = @@max_age_days,
@@ -50,9 +50,9 @@ param(
     [string] $PostRotate = @@post_rotate,
     [string[]] $PostRotateArgs = @@post_rotate_args,
     [switch] $Register,
-    [ValidatePattern('^([01][0-9]|2[0-3]):[0-5][0-9]$')]
+    [ValidatePattern('^([01][0-9]|2[0-3]):[0-5][0-9]\z')]
     [string] $At = @@schedule,
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._ -]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._ -]*\z')]
     [string] $TaskName = @@task_name
 )
 Set-StrictMode -Version 3.0

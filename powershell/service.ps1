@@ -36,7 +36,7 @@
 param(
     [ValidateSet('install', 'uninstall')]
     [string] $Action = 'install',
-    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string] $ServiceName = @@service_name,
     [string] $DisplayName = @@display_name,
     [string] $Description = @@description,
@@ -46,7 +46,7 @@ param(
     [string] $Start = @@start,
     [ValidateSet('virtual', 'local-user')]
     [string] $Identity = @@identity,
-    [ValidatePattern('^$|^[A-Za-z0-9][A-Za-z0-9._-]*$')]
+    [ValidatePattern('^\z|^[A-Za-z0-9][A-Za-z0-9._-]*\z')]
     [string] $Account = @@account,
     [ValidateRange(0, 86400)]
     [int] $RestartDelaySeconds = @@restart_delay_s,
@@ -197,6 +197,7 @@ function Install-AppService {
     } else { Write-Unchanged "start type $Start" }
     Set-Identity $info
     Set-FailureAction
+    Set-BinaryHash
     $svc = Get-Service -Name $ServiceName
     if ($Start -ne 'demand' -and $svc.Status -ne 'Running') {
         Invoke-Change $ServiceName 'start' {
@@ -204,6 +205,21 @@ function Install-AppService {
             catch { throw "Starting $ServiceName failed: $($_.Exception.Message) $Hint1053" }
         }
     } elseif ($Start -ne 'demand') { Write-Unchanged "$ServiceName is running" }
+}
+
+function Set-BinaryHash {
+    # The service control manager starts the binary itself, so its hash cannot be checked before each start; it is
+    # recorded here and audit.ps1 reports a binary changed since (control service:binary-sha256).
+    if (-not (Test-Path -LiteralPath $BinaryPath -PathType Leaf)) { return }
+    $hash = (Get-FileHash -LiteralPath $BinaryPath -Algorithm SHA256).Hash
+    $key = "$ServiceKey\Parameters"
+    $item = Get-Item -LiteralPath $key -ErrorAction SilentlyContinue
+    $recorded = if ($null -ne $item) { [string] $item.GetValue('WgobuildSha256', '') } else { '' }
+    if ($recorded -eq $hash) { Write-Unchanged "recorded SHA-256 of $BinaryPath"; return }
+    Invoke-Change $ServiceName "record the SHA-256 of $BinaryPath ($hash) for audit" {
+        if ($null -eq $item) { New-Item -Path $key -Force | Out-Null }
+        New-ItemProperty -LiteralPath $key -Name 'WgobuildSha256' -Value $hash -PropertyType String -Force | Out-Null
+    }
 }
 
 function Uninstall-AppService {

@@ -444,6 +444,17 @@ def test_rotate_logs_registers_an_admin_only_hash_checked_copy(tmp_path: Path) -
     assert harden.index("    Protect-InstallDir") < harden.index("Set-FolderGrant $InstallDir $sid")
     audit = powershell.render_all(cfg)["audit.ps1"]
     assert "'acl:install-dir-admin-only'" in audit and "@(Get-WritableBy $InstallDir)" in audit
+    install = service[service.index("function Install-AppService"):service.index("function Set-BinaryHash")]
+    assert "\r\n    Set-BinaryHash\r\n" in install  # recorded on every install
+    assert "'service:binary-sha256'" in audit and "[string] $BinaryPath = 'C:\\app\\svc.exe'" in audit
+
+
+def test_script_parameters_match_the_whole_value(tmp_path: Path) -> None:
+    """PowerShell's ``$`` also matches before a final newline, as Python's does: patterns end in ``\\z``."""
+    rendered = powershell.render_all(config.load(module(tmp_path / "m")))
+    patterns = [line for text in rendered.values() for line in text.splitlines() if "[ValidatePattern(" in line]
+    assert len(patterns) >= 10
+    assert all(line.rstrip().endswith("\\z')]") and "$|" not in line for line in patterns), patterns
 
 
 # ---------------------------------------------------------------------------------------------------------------
