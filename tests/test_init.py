@@ -156,13 +156,15 @@ def test_init_never_overwrites_without_force(tmp_path: Path) -> None:
 def test_invoke_tasks_work_in_the_initialised_module(tmp_path: Path) -> None:
     """The admin tour in the user's own module: the real invoke CLI finds the tasks through the two-line tasks.py."""
     root = write_shop(tmp_path / "m")
-    assert wgobuild(root, "init").returncode == 0
-    assert (root / "tasks.py").read_text().count("\n") == 2
 
     def invoke(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=root, capture_output=True, text=True,
                               timeout=120)
 
+    before = invoke("--list")  # what a user met before init wrote tasks.py
+    assert before.returncode == 1 and "Can't find any collection named 'tasks'" in before.stderr
+    assert wgobuild(root, "init").returncode == 0
+    assert (root / "tasks.py").read_text().count("\n") == 2
     listed = invoke("--list")
     assert listed.returncode == 0, listed.stderr
     for task in ("harden", "audit", "scripts", "rotate-logs", "install-service", "run", "serve"):
