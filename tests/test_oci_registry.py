@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -33,6 +34,19 @@ def test_reference_parse(text, expected):
 def test_bad_reference():
     with pytest.raises(OciError, match="not a valid image reference"):
         Reference.parse("Bad/Name:1")
+
+
+@pytest.mark.parametrize(("text", "part"), [
+    ("evil.example@127.0.0.1/x", "digest '127.0.0.1/x'"),  # no user@host: the rest would be a URL's userinfo
+    ("registry.example/a:t?x=1", "tag 't?x=1'"),  # nothing that turns into a query or a path in the URL
+    ("registry.example/a@sha256:../../blobs", "digest 'sha256:../../blobs'"),
+    ("registry.example:99999999/a", "registry host 'registry.example:99999999'"),
+])
+def test_reference_parts_that_would_change_the_url(text, part):
+    with pytest.raises(OciError, match=re.escape(f"{text!r} is not a valid image reference (its {part})")):
+        Reference.parse(text)
+    with pytest.raises(RegistryError, match="is not a registry host"):
+        Client("evil.example@127.0.0.1")
 
 
 def test_credentials_from_docker_config(tmp_path, monkeypatch, auth_registry):

@@ -37,7 +37,7 @@ USER, PASSWORD = "builder", "pa55-w0rd-secret"
 TOKEN = "tok-7f3a-secret"
 GiB, MiB = 1 << 30, 1 << 20
 PEAK_LIMIT = 100 * 1000 * 1000
-TIME_LIMIT = 30.0
+TIME_LIMIT = 45.0
 
 Body = bytes | Iterator[bytes]
 Answer = tuple[int, dict[str, str], Body]
@@ -254,6 +254,23 @@ def many_members(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def layer_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A docker-save tar whose one layer is gzip of 300 MiB of zeros (about 300 KB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    layer = b"".join([*(packer.compress(block) for block in zeros(300 * MiB)), packer.flush()])
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["bomb:1"], "Layers": ["layer.tar"]}]).encode()
+    path = tmp_path_factory.mktemp("layer-bomb") / "save.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("manifest.json", manifest), ("config.json", config), ("layer.tar", layer)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 # --- the child python -------------------------------------------------------------------------------------------
 PRELUDE = '''
 import json, os, sys
@@ -375,6 +392,10 @@ def case_many_members(root: Path, _: list[Hostile], files: dict[str, Any]) -> tu
     return f"resolve('oci-archive:{files['many']}')", {}
 
 
+def case_layer_bomb(root: Path, _: list[Hostile], files: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    return f"resolve('docker-archive:{files['layer_bomb']}')", {}
+
+
 def case_dev_zero(root: Path, _: list[Hostile], __: dict[str, Any]) -> tuple[str, dict[str, str]]:
     config, manifest, desc = linux_image(b"x" * 1000)
     layout = write_layout(root / "layout", [config, manifest], index_of(desc))
@@ -494,6 +515,8 @@ CATALOGUE = {
     "manifest-1gib-unsized": case_manifest_1gib(sized=False),
     "token-answer-1gib": Case(case_token_1gib, "OciError", r"token service .*larger than the 4 MiB limit"),
     "oci-archive-1mb-bomb": Case(case_bomb_archive, "OciError", r"unpacks to more than \d+ MiB"),
+    "docker-archive-gzip-layer-bomb": Case(case_layer_bomb, "OciError",
+                                           r"layer layer\.tar unpacks to more than 256 MiB from \d+ bytes"),
     "tar-gz-300k-members": Case(case_many_members, "OciError", r"more than 100000 members"),
     "layout-blob-symlink-dev-zero": Case(case_dev_zero, "OciError", r"blob sha256:\w+ .*not a regular file"),
     "descriptor-size-lie": Case(case_size_lie, "OciError",
@@ -516,14 +539,16 @@ CATALOGUE = {
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
 def test_hostile_input_catalogue(name: str, tmp_path: Path, servers: list[Hostile], bomb_archive: Path,
-                                 many_members: Path, tls_cert: tuple[Path, Path]) -> None:
+                                 many_members: Path, layer_bomb: Path, tls_cert: tuple[Path, Path]) -> None:
     case = CATALOGUE[name]
-    code, env = case.setup(tmp_path, servers, {"bomb": bomb_archive, "many": many_members, "tls": tls_cert})
+    inputs = {"bomb": bomb_archive, "many": many_members, "layer_bomb": layer_bomb, "tls": tls_cert}
+    code, env = case.setup(tmp_path, servers, inputs)
     outcome = run_child(code, tmp_path / "case", **env)
     assert (outcome.error, "\n" not in outcome.message) == (case.error, True), outcome.message
     assert re.search(case.message, outcome.message), outcome.message
     assert outcome.peak < PEAK_LIMIT, f"peak RSS {outcome.peak / MiB:.0f} MiB"
     assert outcome.wall < TIME_LIMIT, f"{outcome.wall:.1f} s"
+    print(f"{name}: peak {outcome.peak / MiB:.1f} MiB, {outcome.wall:.2f} s")
     if case.check is not None:
         case.check(servers, tmp_path / "case")
 
@@ -715,3 +740,51 @@ def test_doctor_with_a_malformed_docker_config(tmp_path: Path, servers: list[Hos
     assert "Traceback" not in result.output, result.output
     line = next(x for x in result.output.splitlines() if "Base windows/amd64" in x)
     assert line.startswith("missing") and f"{tmp_path / 'docker' / 'config.json'}: not valid JSON" in line, line
+
+
+def _refusal_downgrade(started: list[Hostile], tls: tuple[Path, Path]) -> str:
+    plain = Hostile(lambda server, method, path, headers: (200, {}, b"{}"))
+    started.append(plain)
+    started.append(Hostile(lambda server, method, path, headers: (302, {"Location": f"{plain.url}{path}"}, b""),
+                           ip="127.0.0.2", tls=tls))
+    return started[1].host
+
+
+def _refusal_realm_other_name(started: list[Hostile], tls: tuple[Path, Path]) -> str:
+    realm = Hostile(lambda server, method, path, headers: (200, {}, json.dumps({"token": TOKEN}).encode()),
+                    ip="127.0.0.2")
+    started.append(realm)
+    started.append(Hostile(lambda server, method, path, headers: (
+        401, {"WWW-Authenticate": f'Bearer realm="{realm.url}/token"'}, b"")))
+    return started[1].host
+
+
+def _refusal_loop(started: list[Hostile], tls: tuple[Path, Path]) -> str:
+    started.append(Hostile(lambda server, method, path, headers: (307, {"Location": path + "x"}, b"")))
+    return started[0].host
+
+
+def _refusal_file_location(started: list[Hostile], tls: tuple[Path, Path]) -> str:
+    started.append(Hostile(lambda server, method, path, headers: (302, {"Location": "file:///etc/passwd"}, b"")))
+    return started[0].host
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (_refusal_downgrade, r"https://127\.0\.0\.2:\d+/v2/a/b/manifests/t redirected to plain http \(127\.0\.0\.1:\d+\)"
+                         r"; refusing the downgrade"),
+    (_refusal_realm_other_name, r"token realm http://127\.0\.0\.2:\d+/token is not https"),
+    (_refusal_loop, r"more than 10 redirects"),
+    (_refusal_file_location, r"file:///etc/passwd is not an http\(s\) URL"),
+])
+def test_refused_urls(setup: Callable[[list[Hostile], tuple[Path, Path]], str], message: str, tls_cert: Any,
+                      servers: list[Hostile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wgobuild.oci.registry import Client, RegistryError
+
+    host = setup(servers, tls_cert)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_cert[0]))
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "docker", host)))
+    with pytest.raises(RegistryError, match=message):
+        Client(host).get_manifest("a/b", "t")
+    assert servers[0].leaked() == []
+    if setup in (_refusal_downgrade, _refusal_realm_other_name):
+        assert servers[0].seen == []  # the plain-http party was never asked

@@ -36,6 +36,10 @@ TIMEOUT = (10, 120)  # connect, read seconds
 _LOCAL = ("localhost", "127.0.0.1", "::1")
 MAX_REDIRECTS = 10
 _REDIRECTS = (301, 302, 303, 307, 308)
+_REGISTRY = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
+                       r"|\[[0-9A-Fa-f:.]{2,45}\])(:\d{1,5})?")  # a host name or [IPv6], and a port: no user@, no path
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,65536}")  # what may go into an Authorization header
 
 
@@ -69,6 +73,10 @@ class Reference:
             repository = f"library/{repository}"
         if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*", repository):
             raise OciError(f"{text!r} is not a valid image reference")
+        for part, value, pattern in (("registry host", registry, _REGISTRY), ("tag", tag, _TAG),
+                                     ("digest", digest, _DIGEST)):
+            if value and not pattern.fullmatch(value):
+                raise OciError(f"{text!r} is not a valid image reference (its {part} {value[:80]!r})")
         return cls(registry, repository, tag or ("" if digest else default_tag), digest)
 
     @property
@@ -181,6 +189,8 @@ class Client:
     def __init__(self, registry: str, insecure: list[str] | tuple[str, ...] = ()) -> None:
         import requests
 
+        if not _REGISTRY.fullmatch(registry):
+            raise RegistryError(f"{registry[:80]!r} is not a registry host (a name or [IPv6] address and a port)")
         self.registry = registry
         self.host = DOCKER_HUB if registry == "docker.io" else registry
         self.base = f"https://{self.host}/v2"
