@@ -493,23 +493,31 @@ def test_stop_never_signals_pid_1(state: Path) -> None:
 
 
 def test_stop_never_signals_itself_or_an_ancestor(state: Path) -> None:
-    for pid in (os.getpid(), os.getppid()):
-        _status_for(state, pid)
-        message = supervisor.request_stop(state, grace_s=0, wait_s=0.1)
-        assert "not signalled: " in message and "ancestors" in message, message
-    assert psutil.Process(os.getppid()).is_running()
+    _status_for(state, os.getpid())
+    message = supervisor.request_stop(state, grace_s=0, wait_s=0.1)
+    assert "not signalled: " in message and "this process or one of its ancestors" in message, message
+    parent = psutil.Process(os.getppid())
+    forged = [sys.executable, "-m", "invoke", "serve"]  # even when its command line looked like a supervisor's
+    status = {"supervisor_pid": parent.pid, "supervisor_created": parent.create_time(), "supervisor_cmdline": forged}
+    assert supervisor.signal_refusal(status) == f"pid {parent.pid} is this process or one of its ancestors"
+    _status_for(state, parent.pid)
+    assert supervisor.request_stop(state, grace_s=0, wait_s=0.1) == "serve: not running"
+    assert parent.is_running()
 
 
 def test_stop_never_signals_an_unrelated_process(state: Path, bystander: psutil.Popen) -> None:
-    _status_for(state, bystander.pid)
-    message = supervisor.request_stop(state, grace_s=0, wait_s=0.1)
-    assert "not signalled: " in message and "is not a wgobuild supervisor" in message, message
+    _status_for(state, bystander.pid)  # its real pid, create time and command line
+    assert supervisor.read_status(state)["alive"] is False
+    assert supervisor.request_stop(state, grace_s=0, wait_s=0.1) == "serve: not running"
+    real = json.loads((state / supervisor.STATUS_NAME).read_text())
+    assert "is not a wgobuild supervisor" in supervisor.signal_refusal(real)
     _status_for(state, bystander.pid, cmdline=[sys.executable, "-m", "invoke", "serve"])  # a forged command line
     message = supervisor.request_stop(state, grace_s=0, wait_s=0.1)
     assert message == "serve: not running", message
-    status = json.loads((state / supervisor.STATUS_NAME).read_text())
-    status["supervisor_created"] -= 5  # a reused pid: same number, another process
-    assert "no longer the recorded supervisor" in supervisor.signal_refusal(status)
+    forged = json.loads((state / supervisor.STATUS_NAME).read_text())
+    assert "no longer the recorded supervisor" in supervisor.signal_refusal(forged)
+    real["supervisor_created"] -= 5  # a reused pid: same number and command line, another start
+    assert "no longer the recorded supervisor" in supervisor.signal_refusal(real)
     time.sleep(0.2)
     assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
 
