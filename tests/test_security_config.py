@@ -113,7 +113,9 @@ ROWS: list[tuple[str, str | bytes, str, str, Setup | None]] = [
     ("required", '[[binaries]]\npackage = "."\n', "binaries[0].name", "is required", None),
     ("not found", b"", "", "wgobuild init", lambda root: (root / "wgobuild.toml").unlink()),
     ("unreadable", b"", "", "cannot be read", lambda root: ((root / "wgobuild.toml").unlink(),
-                                                          (root / "wgobuild.toml").mkdir())),
+                                                          (root / "wgobuild.toml").symlink_to("wgobuild.toml"))),
+    ("not a regular file", b"", "", "not a regular file", lambda root: ((root / "wgobuild.toml").unlink(),
+                                                                      (root / "wgobuild.toml").mkdir())),
     ("over 1 MiB", M + "#" * (1024 * 1024), "", "larger than 1024 KiB", None),
     ("not UTF-8", b"\xff\xfe" + M.encode(), "", "not UTF-8", None),
     ("malformed", '[[binaries]\nname = "svc"', "", "malformed TOML", None),
@@ -147,9 +149,8 @@ ROWS: list[tuple[str, str | bytes, str, str, Setup | None]] = [
 
 def _load(tmp_path: Path, text: str | bytes, setup: Setup | None) -> ConfigError:
     root = module(tmp_path / "m", text, setup)
-    path = root / "wgobuild.toml"
     with pytest.raises(ConfigError) as caught:
-        config.load(root, path if path.is_dir() else None)
+        config.load(root)
     return caught.value
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import stat
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -681,8 +683,12 @@ def load(root: Path | str = ".", path: Path | str | None = None) -> Config:
     root = Path(root).resolve()
     path = Path(path).resolve() if path else root / CONFIG_NAME
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)  # the size cap holds for pipes and growing files too
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would block, a device never end
+            os.close(fd)
+            raise ConfigError(path, "", "is not a regular file")
+        with open(fd, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)  # the size cap holds for growing files too
     except FileNotFoundError:
         raise ConfigError(path, "", "not found; run 'wgobuild init' in the Go module root to write one") from None
     except OSError as exc:
