@@ -81,6 +81,7 @@ class Tree:
     optional: list[str] = field(default_factory=list)  # files an edit may delete (relative to the area)
     failing: set[str] = field(default_factory=set)  # toggles currently set to fail
     stale_vendor: bool = False  # go.mod changed after the last `go mod vendor`
+    deck: list[str] = field(default_factory=list)  # edit kinds still to deal once each before random picks
     counter: int = 0
 
     @property
@@ -356,6 +357,7 @@ def generate(area: Path, variant: str, rng: random.Random, base: Path, mains: in
     git(tree, "add", "-A")
     git(tree, "commit", "-q", "-m", "generated")
     git(tree, "tag", "v0.1.0")
+    tree.deck = rng.sample(sorted(EDITS), len(EDITS))
     return tree
 
 
@@ -437,8 +439,10 @@ def edit_embed(tree: Tree, rng: random.Random) -> str:
 
 
 def edit_replaced(tree: Tree, rng: random.Random) -> str:
-    """A function body of the locally replaced module (lib or lib2, whichever is in use or not)."""
-    return "replaced " + _resalt(tree, f"{rng.choice(['lib', 'lib2'])}/lib.go", rng)
+    """A function body of the locally replaced module: mostly the one in use (lib or lib2), sometimes the other."""
+    used = _replace_state(tree)[0]
+    other = "lib2" if used == "lib" else "lib"
+    return "replaced " + _resalt(tree, f"{used if rng.random() < 0.75 else other}/lib.go", rng)
 
 
 def _replace_state(tree: Tree) -> tuple[str, str, bool]:
@@ -612,7 +616,7 @@ _FIX_KIND = {"test": "test", "testdata": "testdata", "page": "embed", "golden": 
 
 
 def apply_edit(tree: Tree, rng: random.Random) -> str:
-    """One random applicable edit from :data:`EDITS`; returns its description.
+    """The next edit: each kind of :data:`EDITS` once in a seeded order, then weighted random picks.
 
     A failing state is mostly short-lived, like a developer's: while a test or golden case fails, a third of the
     edits make one pass again; a vendor/ folder out of step with go.mod is refreshed by half of the edits.
@@ -622,6 +626,11 @@ def apply_edit(tree: Tree, rng: random.Random) -> str:
         return f"{_FIX_KIND[site.partition(':')[0]]} " + _toggle(tree, rng, [site])
     if tree.stale_vendor and rng.random() < 0.5:
         return str(edit_revendor(tree, rng))
+    for i in range(len(tree.deck) - 1, -1, -1):  # every kind once first (kinds not applicable yet wait)
+        done = EDITS[tree.deck[i]][0](tree, rng)
+        if done is not None:
+            del tree.deck[i]
+            return done
     names = list(EDITS)
     weights = [EDITS[n][1] for n in names]
     while True:
@@ -755,6 +764,10 @@ class Divergence:
                  f"(incremental: {self.inc.entry} image, clean: {self.clean.entry} image)", "edits so far:"]
         lines += [f"  {i}. {e}" for i, e in enumerate(self.edits, 1)] or ["  (none: first build)"]
         lines += ["differences:", *(f"  {d}" for d in self.diffs)]
+        if self.inc.exit != self.clean.exit:
+            for side in (self.inc, self.clean):
+                lines.append(f"last lines of {side.entry} ({'incremental' if side is self.inc else 'clean'}):")
+                lines += [f"    {ln}" for ln in side.output.splitlines()[-6:]]
         lines.append(f"reproduce: python bench/incremental_oracle.py --seed {self.seed} --variant {self.variant} "
                      f"--edits {self.round} --stop")
         return "\n".join(lines)

@@ -34,7 +34,7 @@ def _load_oracle() -> ModuleType:
 oracle = _load_oracle()
 
 # (variant, seed): seeds chosen once and kept, so a failure here is reproduced by the command it prints.
-SHARE = [("plain", 11), ("work", 12), ("vendor", 13)]
+SHARE = [("plain", 11), ("work", 12), ("vendor", 35)]
 EDITS_PER_VARIANT = 14
 
 
@@ -65,6 +65,17 @@ def test_edits_follow_the_seed(tmp_path: Path) -> None:
     assert runs["a"][0] != runs["c"][0]
     kinds = {edit.split()[0] for edit in runs["a"][0] + runs["c"][0]}
     assert len(kinds) >= 12, f"60 edits used only {sorted(kinds)}"
+
+
+def test_the_share_makes_every_kind_of_edit(tmp_path: Path) -> None:
+    """The seeded share CI runs applies every kind of edit of the catalogue at least once (edits need no build)."""
+    base = oracle.windows_base(tmp_path / "winbase")
+    kinds: set[str] = set()
+    for variant, seed in SHARE:
+        rng = random.Random(f"{seed}:{variant}")
+        tree = oracle.generate(tmp_path / variant, variant, rng, base)
+        kinds |= {oracle.apply_edit(tree, rng).split()[0] for _ in range(EDITS_PER_VARIANT)}
+    assert kinds == set(oracle.EDITS), f"never applied: {sorted(set(oracle.EDITS) - kinds)}"
 
 
 @pytest.mark.parametrize(("variant", "seed"), SHARE, ids=[v for v, _ in SHARE])
