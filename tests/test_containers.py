@@ -220,7 +220,8 @@ def test_port_in_use_is_refused_before_anything_is_created(tmp_path: Path, hello
 @pytest.mark.docker
 def test_missing_image_is_a_clear_error(tmp_path: Path, docker_host: str) -> None:
     cfg = _cfg(tmp_path, name="wgotest-missing")
-    with pytest.raises(WgobuildError, match="is not on the engine; build it with `doit image`"):
+    with pytest.raises(WgobuildError, match="is not on the engine and no docker-save tar of it is under dist/images; "
+                       "build it with `doit image`"):
         containers.run(cfg, image="wgobuild-test/none:0")
     assert containers.status(cfg) == {}
     assert containers.stop(cfg) == "container wgotest-missing: not found"

@@ -127,7 +127,7 @@ def _noting(check: Callable[..., Any]) -> Callable[..., Any]:
             _note(task).checks = True
         return result
 
-    return checked
+    return functools.wraps(check)(checked)  # `doit info` shows the check's own name
 
 
 def _explained(tasks: Any) -> Any:
