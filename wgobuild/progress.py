@@ -11,6 +11,7 @@ runs long says so every :data:`PLAIN_EVERY_S` seconds.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -34,8 +35,26 @@ def live() -> bool:
     if os.environ.get("CI", "").lower() == "true":
         return False
     try:
-        return sys.stdout.isatty()
+        if not sys.stdout.isatty():
+            return False
     except (AttributeError, ValueError):
+        return False
+    return os.name != "nt" or _windows_vt()
+
+
+@functools.cache
+def _windows_vt() -> bool:
+    """Windows consoles understand the cursor sequences once virtual-terminal processing is on: turn it on."""
+    try:
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.GetStdHandle(-11)  # STD_OUTPUT_HANDLE
+        mode = ctypes.c_uint32()
+        if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+            return False
+        return bool(kernel32.SetConsoleMode(handle, mode.value | 0x0004))  # ENABLE_VIRTUAL_TERMINAL_PROCESSING
+    except (AttributeError, OSError):
         return False
 
 
