@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wgobuild import config, dockerfile, powershell, programs, supervisor
+from wgobuild import config, dockerfile, invoke_support, powershell, programs, supervisor
 from wgobuild.config import Platform
 from wgobuild.errors import ConfigError, WgobuildError
 
@@ -202,6 +202,19 @@ def test_a_hostile_config_is_one_line_and_exit_2_on_the_command_line(tmp_path: P
     assert result.returncode == 2, result.stderr
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "[limits].memory" in lines[0] and "Traceback" not in lines[0], lines
+
+
+@pytest.mark.parametrize(("overrides", "flag", "words"), [
+    ({"run": {"retries": ("--retries", 10**40)}}, "--retries", "between -2147483648 and 2147483647"),
+    ({"limits": {"cpus": ("--cpus", float("inf"))}}, "--cpus", "finite"),
+    ({"logs": {"dir": ("--log-dir", "C:\\logs\x00")}}, "--log-dir", "NUL"),
+    ({"limits": {"handles": ("--handles", "12")}}, "--handles", "expected int"),
+])
+def test_flag_overrides_get_the_bounds_of_the_file(tmp_path: Path, overrides: dict, flag: str, words: str) -> None:
+    root = module(tmp_path / "m")
+    with pytest.raises(ConfigError) as caught:
+        invoke_support.load_config(str(root), **overrides)
+    assert (caught.value.path, caught.value.key) == ("command line", flag) and words in caught.value.problem
 
 
 # ---------------------------------------------------------------------------------------------------------------

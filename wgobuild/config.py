@@ -659,6 +659,11 @@ def _shown_key(key: str) -> str:
     return key if key.isprintable() and len(key) <= 80 else repr(key[:80])
 
 
+def check_field(cls: type, name: str, value: Any, where: str, path: Path) -> Any:
+    """``value`` for field ``name`` of section ``cls`` with the file's type checks and bounds (flag overrides)."""
+    return _coerce(value, typing.get_type_hints(cls)[name], where, path)
+
+
 def _load_table(cls: type, table: Any, where: str, path: Path) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(path, where, f"expected a table, got {type(table).__name__}")

@@ -50,7 +50,14 @@ def load_config(root: str = ".", config: str | None = None, *,
         given = {name: fv for name, fv in changes.items() if fv[1] is not None}
         if not given:
             continue
-        new = dataclasses.replace(getattr(cfg, section), **{name: value for name, (_, value) in given.items()})
+        old = getattr(cfg, section)
+        try:  # the same types and bounds as a value in the file (a 5,000-digit --retries is refused here)
+            values = {name: config_mod.check_field(type(old), name, value, f"[{section}].{name}", cfg.path)
+                      for name, (_, value) in given.items()}
+        except ConfigError as exc:
+            flag = next(flag for name, (flag, _) in given.items() if exc.key.startswith(f"[{section}].{name}"))
+            raise ConfigError("command line", flag, exc.problem) from None
+        new = dataclasses.replace(old, **values)
         cfg = dataclasses.replace(cfg, **{section: new})
         try:
             new.check(f"[{section}]", cfg.path)
