@@ -322,6 +322,8 @@ def test_relative_paths_refuse_drives_roots_and_escapes(value: str) -> None:
     ("C:\\", True, True), ("C:\\Windows", True, True), ("c:\\windows\\system32\\tasks", True, True),
     ("D:\\Program Files", True, True), ("C:\\ProgramData", True, True), ("C:\\ProgramData\\Microsoft\\x", True, True),
     ("C:\\logs\\svc", True, False), ("C:\\ProgramData\\svc", True, False), ("C:\\Program Files\\svc", True, False),
+    ("//etc/cron.d", False, True), ("C:\\Windows.\\Tasks", True, True), ("C:\\WINDOW~1\\Tasks", True, True),
+    ("C:\\PROGRA~1", True, True), ("C:\\logs:ads", True, True), ("\\\\server\\share\\Windows", True, True),
 ])
 def test_system_folder_rule(folder: str, windows: bool, refused: bool) -> None:
     assert bool(config.system_folder_problem(folder, windows)) is refused

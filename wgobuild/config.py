@@ -192,11 +192,15 @@ def system_folder_problem(value: str, windows: bool) -> str:
     exact: tuple[str, ...]
     if windows:
         pure = PureWindowsPath(value.replace("/", "\\"))
-        rest = "\\" + "\\".join(pure.parts[1:]).lower() if pure.drive else str(pure).lower()
+        parts = [part.rstrip(" .").lower() for part in pure.parts[1:]]  # Windows drops trailing dots and spaces
+        if any("~" in part or ":" in part for part in parts):
+            return f"{value!r}: no short names (PROGRA~1) or streams (':') in a folder name; write the full name"
+        rest = "\\" + "\\".join(parts)
         rest = rest.rstrip("\\") or "\\"
         trees, exact, sep = WINDOWS_SYSTEM_TREES, WINDOWS_SYSTEM_EXACT, "\\"
     else:
-        rest = str(PurePosixPath(value))
+        rest = "/" + str(PurePosixPath(value)).lstrip("/")  # POSIX keeps a leading '//': /etc all the same
+        rest = rest.rstrip("/") or "/"
         trees, exact, sep = POSIX_SYSTEM_TREES, POSIX_SYSTEM_EXACT, "/"
     if rest in exact or any(rest == tree or rest.startswith(tree + sep) for tree in trees):
         return f"{value!r} is a system folder (or inside one); use a folder of its own such as " + (
