@@ -374,6 +374,18 @@ def case_manifest_1gib(sized: bool) -> Case:
     return Case(setup, "OciError", r"manifest big/image:t .*larger than the 4 MiB limit", check)
 
 
+def case_manifest_gzip_bomb(root: Path, started: list[Hostile], _: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """A 1 MB answer sent with Content-Encoding: gzip that unpacks to 1 GiB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    body = b"".join([*(packer.compress(block) for block in zeros(GiB)), packer.flush()])
+
+    def handler(server: Hostile, method: str, path: str, headers: dict[str, str]) -> Answer:
+        return 200, {"Content-Type": mf.OCI_MANIFEST, "Content-Encoding": "gzip"}, body
+
+    started.append(Hostile(_registry_v2(handler)))
+    return f"resolve('{started[0].host}/big/image:t')", {}
+
+
 def case_token_1gib(root: Path, started: list[Hostile], _: dict[str, Any]) -> tuple[str, dict[str, str]]:
     def route(server: Hostile, method: str, path: str, headers: dict[str, str]) -> Answer:
         if path.startswith("/token"):
@@ -513,6 +525,8 @@ def _realm_untouched(started: list[Hostile], _: Path) -> None:
 CATALOGUE = {
     "manifest-1gib-sized": case_manifest_1gib(sized=True),
     "manifest-1gib-unsized": case_manifest_1gib(sized=False),
+    "manifest-gzip-encoded-bomb": Case(case_manifest_gzip_bomb, "OciError",
+                                       r"manifest big/image:t .*larger than the 4 MiB limit"),
     "token-answer-1gib": Case(case_token_1gib, "OciError", r"token service .*larger than the 4 MiB limit"),
     "oci-archive-1mb-bomb": Case(case_bomb_archive, "OciError", r"unpacks to more than \d+ MiB"),
     "docker-archive-gzip-layer-bomb": Case(case_layer_bomb, "OciError",
