@@ -234,6 +234,13 @@ def test_every_step_says_why_it_runs(multi: Path) -> None:
     toml.write_text(toml.read_text().replace('version = "1.0.0"', 'version = "1.0.1"'))
     settings = run_doit(multi, "compile")
     assert settings.reasons == {f"compile:{b}-linux-amd64": "settings changed: version" for b in ("api", "worker")}
+    more = multi / "lib/jobs/more.go"
+    more.write_text("package jobs\n\n// More is one more job.\nfunc More() int { return 3 }\n")
+    added = run_doit(multi, "compile")
+    assert added.reasons == {"compile:worker-linux-amd64": "lib/jobs/more.go changed"}, added.output
+    more.unlink()
+    removed = run_doit(multi, "compile")
+    assert removed.reasons == {"compile:worker-linux-amd64": "1 input removed"}, removed.output
     (multi / "dist/linux-amd64/api").unlink()
     missing = run_doit(multi, "compile")
     assert missing.reasons == {"compile:api-linux-amd64": "output missing: dist/linux-amd64/api"}, missing.output
