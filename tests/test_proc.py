@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from wgobuild import proc
+from wgobuild import proc, watchdog, winjob
 from wgobuild.errors import StepFailed, ToolMissing
 
 PY = sys.executable
@@ -118,3 +120,161 @@ def test_collecting_records_runs() -> None:
         proc.run([PY, "-c", "pass"])
         proc.run([PY, "-c", "pass"])
     assert len(runs) == 2 and all(r.ok for r in runs)
+
+
+# -- children die with the runner, however it ends -----------------------------------------------------------------
+
+def _live(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.Error:
+            pass
+    return alive
+
+
+def _survivors(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := _live(pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX; Windows uses the job object (winjob)")
+def test_sigkill_of_the_runner_kills_child_and_grandchild(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    driver = f"import sys\nfrom wgobuild import proc\nproc.run([sys.executable, '-c', {TREE!r}, {str(pid_file)!r}])\n"
+    runner = subprocess.Popen([PY, "-c", driver])
+    grandchild = int(wait_for(pid_file))
+    tree = [p.pid for p in psutil.Process(runner.pid).children(recursive=True)]
+    assert grandchild in tree and len(tree) == 3, tree  # the child, its child, the watchdog
+    runner.kill()
+    runner.wait()
+    assert _survivors(tree, seconds=5) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity through os is Linux only")
+def test_limits_are_in_place_before_the_program_runs() -> None:
+    """``cat`` reads its own limits as its first act: they were set in the child before exec, not after start."""
+    cpu = max(os.sched_getaffinity(0))
+    popen = proc.spawn(["cat", "/proc/self/status", "/proc/self/stat"], affinity=[cpu], priority="below-normal")
+    out, _ = popen.communicate(timeout=30)
+    proc.forget(popen.pid)
+    text = out.decode()
+    allowed = re.search(r"^Cpus_allowed_list:\s*(\S+)$", text, re.MULTILINE)
+    assert allowed and allowed.group(1) == str(cpu), text
+    stat = text.splitlines()[-1]
+    nice = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19 of /proc/<pid>/stat
+    assert nice == proc.PRIORITY_NICE["below-normal"] == 10
+
+
+# -- the watchdog, driven as wgobuild drives it --------------------------------------------------------------------
+
+@pytest.mark.skipif(os.name == "nt", reason="process groups are POSIX")
+def test_watchdog_stops_registered_groups_only_when_its_pipe_closes() -> None:
+    def sleeper(ignore_term: bool = False) -> subprocess.Popen[bytes]:
+        code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else
+                "import time\n") + "print('ready', flush=True)\ntime.sleep(60)\n"
+        child = subprocess.Popen([PY, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        return child
+
+    killed, forgotten, reused, stubborn = sleeper(), sleeper(), sleeper(), sleeper(ignore_term=True)
+    dog = subprocess.Popen([PY, "-I", "-S", str(Path(watchdog.__file__))], stdin=subprocess.PIPE,
+                           start_new_session=True)
+    assert dog.stdin is not None
+    try:
+        dog.stdin.write(f"+{killed.pid} {watchdog.start_ticks(killed.pid)} 0\n"
+                        f"+{forgotten.pid} - 0\n-{forgotten.pid}\n"
+                        f"+{reused.pid} 1 0\n"  # started at another time: the pid now belongs to someone else
+                        f"+{stubborn.pid} {watchdog.start_ticks(stubborn.pid)} 1\n".encode())
+        dog.stdin.flush()
+        time.sleep(0.5)
+        assert all(p.poll() is None for p in (killed, forgotten, reused, stubborn)), "nothing stops before EOF"
+        started = time.monotonic()
+        dog.stdin.close()
+        assert dog.wait(20) == 0
+        waited = time.monotonic() - started
+        assert killed.wait(5) == -signal.SIGKILL
+        assert stubborn.wait(5) == -signal.SIGKILL and waited >= 0.9  # SIGTERM ignored: killed after its grace
+        assert forgotten.poll() is None and reused.poll() is None
+    finally:
+        for p in (killed, forgotten, reused, stubborn):
+            p.kill()
+            p.wait()
+
+
+def test_watchdog_protocol_lines() -> None:
+    groups = watchdog.parse([b"+10 123 0\n", b"+11 - 2.5\n", b"+12 9 0\n", b"-12\n", b"junk\n", b"+x 1 0\n"])
+    assert groups == {10: ("123", 0.0), 11: ("", 2.5)}
+    assert watchdog.start_ticks(os.getpid()) == (
+        Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19] if sys.platform == "linux" else "")
+
+
+# -- Windows job object: the call sequence and structure layout, checked here ---------------------------------------
+
+class FakeKernel32:
+    """Records the kernel32 calls winjob makes; ``join_ok`` says whether this process may join the job."""
+
+    def __init__(self, join_ok: bool = True, job: int = 77) -> None:
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+        self.join_ok, self.job = join_ok, job
+        self.flags = 0
+
+    def CreateJobObjectW(self, attributes: object, name: object) -> int:
+        self.calls.append(("CreateJobObjectW", (attributes, name)))
+        return self.job
+
+    def SetInformationJobObject(self, job: int, info_class: int, info: object, size: int) -> int:
+        obj = info._obj  # type: ignore[attr-defined]  # ctypes.byref keeps the structure here
+        self.flags = obj.BasicLimitInformation.LimitFlags
+        self.calls.append(("SetInformationJobObject", (job, info_class, size)))
+        return 1
+
+    def AssignProcessToJobObject(self, job: int, process: int) -> int:
+        self.calls.append(("AssignProcessToJobObject", (job, process)))
+        return 1 if process != winjob.CURRENT_PROCESS or self.join_ok else 0
+
+    def OpenProcess(self, access: int, inherit: bool, pid: int) -> int:
+        self.calls.append(("OpenProcess", (access, inherit, pid)))
+        return 500 + pid
+
+    def CloseHandle(self, handle: int) -> int:
+        self.calls.append(("CloseHandle", (handle,)))
+        return 1
+
+
+def test_job_object_layout_matches_windows() -> None:
+    info = winjob.kill_on_close_limits()
+    assert info.BasicLimitInformation.LimitFlags == winjob.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE == 0x2000
+    assert winjob.JOBOBJECT_EXTENDED_LIMIT_INFORMATION.BasicLimitInformation.offset == 0
+    assert winjob.JOBOBJECT_BASIC_LIMIT_INFORMATION.LimitFlags.offset == 16
+    # Sizes from the Windows SDK (winnt.h): 144 bytes on 64-bit Windows, 112 on 32-bit.
+    assert ctypes.sizeof(info) == (144 if ctypes.sizeof(ctypes.c_void_p) == 8 else 112)
+
+
+def test_job_joins_this_process_so_children_are_born_inside() -> None:
+    k = FakeKernel32()
+    job = winjob.Job(k)
+    assert job.holds_self and k.flags == winjob.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+    assert [name for name, _ in k.calls] == ["CreateJobObjectW", "SetInformationJobObject",
+                                             "AssignProcessToJobObject"]
+    assert k.calls[1][1] == (77, 9, ctypes.sizeof(winjob.JOBOBJECT_EXTENDED_LIMIT_INFORMATION))
+    assert k.calls[2][1] == (77, winjob.CURRENT_PROCESS)
+    assert job.adopt(1234) and len(k.calls) == 3  # already inside: nothing more to do
+
+
+def test_job_adopts_each_child_when_this_process_cannot_join() -> None:
+    k = FakeKernel32(join_ok=False)
+    job = winjob.Job(k)
+    assert not job.holds_self
+    assert job.adopt(1234)
+    assert k.calls[3:] == [("OpenProcess", (winjob.PROCESS_SET_QUOTA | winjob.PROCESS_TERMINATE, False, 1234)),
+                           ("AssignProcessToJobObject", (77, 1734)), ("CloseHandle", (1734,))]
+
+
+def test_job_creation_failure_names_the_call() -> None:
+    with pytest.raises(OSError, match=r"^CreateJobObjectW failed \(Windows error \d+\)$"):
+        winjob.Job(FakeKernel32(job=0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -27,23 +28,18 @@ def gofix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _fixture_procs(folder: Path) -> list[psutil.Process]:
-    """Fixture programs of this session (wherever they are) and reapers this test process started."""
-    found = [p for p in psutil.process_iter(["exe"]) if (p.info.get("exe") or "").startswith(str(folder))]
-    for p in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if "wgobuild.supervisor" in " ".join(p.cmdline()):
-                found.append(p)
-    return found
+    """Fixture programs of this session, wherever they are."""
+    return [p for p in psutil.process_iter(["exe"]) if (p.info.get("exe") or "").startswith(str(folder))]
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers(gofix: dict[str, Path]) -> Iterator[None]:
-    """Every test must leave no fixture program (nor reaper) running."""
+    """Every test must leave no fixture program running."""
     folder = next(iter(gofix.values())).parent
     yield
     left = [p for p in _fixture_procs(folder) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     deadline = time.monotonic() + 10
-    while left and time.monotonic() < deadline:  # a reaper may still be finishing
+    while left and time.monotonic() < deadline:  # a killed supervisor's watchdog may still be stopping them
         time.sleep(0.1)
         left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     for p in left:
@@ -158,7 +154,7 @@ def test_child_ignoring_polite_stop_is_killed(tmp_path: Path, gofix: dict[str, P
     thread, outcome = _in_thread(sup)
     out_log = spec.log_dir / "svc.out.log"
     _wait(lambda: out_log.exists() and "ready" in out_log.read_text(), what="ignoreterm ready")
-    pid = supervisor.read_status(spec.state_dir)["child_pid"]
+    pid = _wait(lambda: supervisor.read_status(spec.state_dir).get("child_pid"), what="service pid")
     assert psutil.Process(pid).is_running()
     t0 = time.monotonic()
     message = supervisor.request_stop(spec.state_dir, grace_s=spec.grace_s)
@@ -247,7 +243,7 @@ def test_killed_supervisor_leaves_no_orphans(tmp_path: Path, gofix: dict[str, Pa
     psutil.Process(status["supervisor_pid"]).kill()  # no chance to clean up
     runner.join(10)
     assert results and results[0].returncode != 0
-    _wait(lambda: _gone(tree), timeout=10, what="the reaper to stop the orphaned tree")
+    _wait(lambda: _gone(tree), timeout=10, what="the watchdog to stop the orphaned tree")
     assert supervisor.read_status(state)["state"].startswith("dead")
 
 
@@ -281,21 +277,36 @@ def test_already_running_is_refused(tmp_path: Path, gofix: dict[str, Path]) -> N
 
 
 def test_affinity_and_priority_are_applied(tmp_path: Path, gofix: dict[str, Path]) -> None:
+    """Set in the child before exec: the child the service spawns in its first instant inherits them too."""
     if not hasattr(psutil.Process, "cpu_affinity"):
         pytest.skip("this OS has no CPU affinity in psutil (macOS)")
-    spec = _spec(tmp_path, [gofix["spawner"]], affinity=(0,), priority="below-normal")
+    cpu = max(psutil.Process().cpu_affinity() or [0])
+    spec = _spec(tmp_path, [gofix["spawner"]], affinity=(cpu,), priority="below-normal")
     sup = Supervisor(spec, echo=lambda _m: None)
     thread, _ = _in_thread(sup)
     try:
         pid = _wait(lambda: supervisor.read_status(spec.state_dir).get("child_pid"), what="service pid")
         service = psutil.Process(pid)
         kid = _wait(lambda: service.children(), what="spawned child")[0]
-        assert service.cpu_affinity() == [0] and kid.cpu_affinity() == [0]
+        assert service.cpu_affinity() == [cpu] and kid.cpu_affinity() == [cpu]
         expected = psutil.BELOW_NORMAL_PRIORITY_CLASS if os.name == "nt" else 10
-        assert service.nice() == expected
+        assert service.nice() == expected and kid.nice() == expected
     finally:
         sup.request_stop()
         thread.join(10)
+    assert "warning" not in _events(spec)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads its limits from Linux /proc")
+def test_the_service_runs_its_first_instruction_under_its_limits(tmp_path: Path) -> None:
+    """``cat`` as the service reads its own limits as its first act and exits: nothing set afterwards can count."""
+    cpu = max(psutil.Process().cpu_affinity() or [0])
+    spec = _spec(tmp_path, ["cat", "/proc/self/status", "/proc/self/stat"], affinity=(cpu,), priority="idle")
+    assert Supervisor(spec, echo=lambda _m: None).serve() == 0
+    text = (spec.log_dir / "svc.out.log").read_text()
+    assert re.search(r"^Cpus_allowed_list:\s*(\S+)$", text, re.MULTILINE).group(1) == str(cpu), text  # type: ignore[union-attr]
+    stat = text.splitlines()[-1]
+    assert int(stat[stat.rindex(")") + 2:].split()[16]) == 19, stat  # nice, field 19 of /proc/<pid>/stat
 
 
 def test_rotating_log_keeps_size_and_count(tmp_path: Path) -> None:

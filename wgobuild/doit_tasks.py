@@ -28,7 +28,7 @@ from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
 from wgobuild import config as config_mod
-from wgobuild import gotool, proc, progress
+from wgobuild import gotool, proc, progress, runlock
 from wgobuild.config import Config, Platform
 from wgobuild.errors import WgobuildError
 from wgobuild.report import RunReport, StepFigures, changed_inputs, changed_settings
@@ -446,6 +446,7 @@ def task_creators(root: str | Path, config_file: str | Path | None = None) -> di
     """``DOIT_CONFIG`` and the ``task_*`` creators, in the order doit should list them."""
     try:
         cfg = config_mod.load(root, config_file)
+        runlock.hold(cfg.state_dir)  # one run at a time: before doit opens its state DB and before git/go run
         project = Project(cfg)
     except WgobuildError as exc:
         print(f"wgobuild: {exc}", file=sys.stderr)

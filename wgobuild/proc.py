@@ -1,9 +1,16 @@
-"""The one process runner: every external program wgobuild starts goes through :func:`run`.
+"""The one process runner: every external program wgobuild starts goes through :func:`spawn` (and :func:`run`).
 
 Why one runner: it is the single place that (a) streams a child's output as it comes, (b) kills the child's whole
-process tree on Ctrl-C, SIGTERM or a timeout, so no orphaned ``go``/``compile`` processes survive, and (c) measures
-wall time, CPU time and peak RSS of the tree for the run report. Process trees are walked with psutil, which works
-the same on Windows and Linux (no ``os.killpg``).
+process tree on Ctrl-C, SIGTERM or a timeout, (c) makes the children die with wgobuild when wgobuild itself is
+killed (SIGKILL, Task Manager), so no orphaned ``go``/``compile``/``link`` survives, (d) applies CPU affinity and
+priority before the child runs any code of its own, and (e) measures wall time, CPU time and peak RSS of the tree
+for the run report. Process trees are walked with psutil, which works the same on Windows and Linux.
+
+Children of a killed wgobuild: on Linux each child gets ``PR_SET_PDEATHSIG`` (set in the child before exec), and
+its process group is registered with one watchdog process per wgobuild process (:mod:`wgobuild.watchdog`, started
+lazily at the first child), which kills the registered groups when wgobuild's end closes its pipe: that covers the
+programs the child starts too. On Windows this process joins a kill-on-close job object (:mod:`wgobuild.winjob`)
+before its first child, so every descendant is born inside the job.
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ import contextvars
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -143,32 +152,162 @@ def install_signal_handlers(handler: Callable[[int, object], None] | None = None
                 signal.signal(sig, handler or _on_signal)
 
 
+# [limits].priority words: Linux nice values and Windows priority classes (subprocess' creation flags).
+PRIORITY_NICE = {"idle": 19, "below-normal": 10, "normal": 0, "above-normal": -5, "high": -10}
+PRIORITY_CLASS = {
+    "idle": "IDLE_PRIORITY_CLASS",
+    "below-normal": "BELOW_NORMAL_PRIORITY_CLASS",
+    "normal": "NORMAL_PRIORITY_CLASS",
+    "above-normal": "ABOVE_NORMAL_PRIORITY_CLASS",
+    "high": "HIGH_PRIORITY_CLASS",
+}
+_PR_SET_PDEATHSIG = 1
+
+
+class _Guard:
+    """Makes children die with this process: the watchdog pipe (POSIX) or the kill-on-close job (Windows).
+
+    Started lazily at the first child, once per process; a process that never starts a child pays nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pipe: int | None = None  # write end of the watchdog's stdin (POSIX)
+        self._started_in = 0  # pid that started the watchdog (a forked copy of this process starts its own)
+        self._job: object | None = None  # winjob.Job (Windows)
+        self._prctl: Callable[..., int] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+
+    def prepare(self) -> None:
+        """Before a child starts: the watchdog or the job exists (a failure leaves children unguarded, not broken)."""
+        with self._lock:
+            if os.name == "nt":
+                if self._job is None:
+                    from wgobuild import winjob
+
+                    with contextlib.suppress(OSError):
+                        self._job = winjob.Job()
+                return
+            if self._pipe is not None and self._started_in == os.getpid():
+                return
+            if self._prctl is None and hasattr(os, "sched_setaffinity"):  # Linux: PR_SET_PDEATHSIG via libc prctl
+                import ctypes
+
+                with contextlib.suppress(OSError, AttributeError):
+                    self._prctl = ctypes.CDLL(None, use_errno=True).prctl
+            script = Path(__file__).with_name("watchdog.py")
+            read_end, write_end = os.pipe()
+            try:
+                watchdog = subprocess.Popen([sys.executable, "-I", "-S", str(script)], stdin=read_end,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True)
+            except OSError:
+                os.close(write_end)
+                return
+            finally:
+                os.close(read_end)
+            self._pipe, self._started_in, self.watchdog = write_end, os.getpid(), watchdog
+
+    def child_setup(self, deathsig: int, affinity: Sequence[int], nice: int | None) -> Callable[[], None] | None:
+        """What a POSIX child runs between fork and exec: die with this thread, then affinity and priority."""
+        prctl, parent = self._prctl, os.getpid()
+        set_affinity = getattr(os, "sched_setaffinity", None)
+        cpus = set(affinity)
+
+        def setup() -> None:
+            if prctl is not None:
+                prctl(_PR_SET_PDEATHSIG, deathsig, 0, 0, 0)
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os.kill(os.getpid(), signal.SIGKILL)
+            # A limit the OS refuses (a CPU outside this cgroup, a raise of priority without privileges) is left
+            # unset rather than failing the start; the caller reads the limits back and reports (supervisor).
+            if cpus and set_affinity is not None:
+                with contextlib.suppress(OSError):
+                    set_affinity(0, cpus)
+            if nice is not None:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+        return setup
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            if self._pipe is None or self._started_in != os.getpid():
+                return
+            try:
+                os.write(self._pipe, line.encode())
+            except OSError:  # the watchdog is gone: children keep PR_SET_PDEATHSIG only
+                os.close(self._pipe)
+                self._pipe = None
+
+    def watch(self, pid: int, grace_s: float) -> None:
+        """Register the group a new child leads; or, on Windows without a job for this process, adopt the child."""
+        if os.name == "nt":
+            if self._job is not None:
+                self._job.adopt(pid)  # type: ignore[attr-defined]
+            return
+        from wgobuild.watchdog import start_ticks
+
+        self._send(f"+{pid} {start_ticks(pid) or '-'} {grace_s:g}\n")
+
+    def forget(self, pid: int) -> None:
+        if os.name != "nt":
+            self._send(f"-{pid}\n")
+
+
+_guard = _Guard()
+
+
+def forget(pid: int) -> None:
+    """A child started by :func:`spawn` was reaped: its group no longer needs killing when this process ends."""
+    _guard.forget(pid)
+
+
 def spawn(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
-    stdin: object = subprocess.DEVNULL,
-    stdout: object = subprocess.PIPE,
-    stderr: object = subprocess.STDOUT,
-) -> subprocess.Popen:
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+    stdout: int | IO[bytes] | None = subprocess.PIPE,
+    stderr: int | IO[bytes] | None = subprocess.STDOUT,
+    affinity: Sequence[int] = (),
+    priority: str = "normal",
+    kill_grace_s: float = 0.0,
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` (a list, never a shell string) in its own process group (Windows) or session (POSIX).
 
-    The console's Ctrl-C then reaches wgobuild alone, which stops the child's whole tree in order. :func:`run` uses
-    it for programs it waits for; the ``serve`` supervisor for the long-lived service it watches.
+    The console's Ctrl-C then reaches wgobuild alone, which stops the child's whole tree in order. When wgobuild
+    dies without that chance, the child's tree dies too: at once, or (``kill_grace_s`` > 0) politely first, then
+    killed after that many seconds. ``affinity`` (CPU numbers) and ``priority`` (a ``[limits].priority`` word) are
+    set before the program runs: in the child before exec on POSIX; on Windows the priority class at creation and
+    the affinity right after start (Popen cannot create a suspended process), before it has had a time slice to
+    speak of. Call :func:`forget` once the child is reaped. :func:`run` uses it for programs it waits for; the
+    ``serve`` supervisor for the long-lived service it watches.
     """
-    kwargs: dict[str, object] = {}
+    _guard.prepare()
+    flags, setup = 0, None
     if os.name == "nt":
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        if priority != "normal":
+            flags |= getattr(subprocess, PRIORITY_CLASS[priority])
     else:
-        kwargs["start_new_session"] = True
+        deathsig = signal.SIGTERM if kill_grace_s > 0 else signal.SIGKILL
+        nice = PRIORITY_NICE[priority] if priority != "normal" else None
+        setup = _guard.child_setup(deathsig, affinity, nice)
     try:
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             [str(a) for a in argv], stdin=stdin, stdout=stdout, stderr=stderr,
-            env=dict(env) if env is not None else None, cwd=cwd, **kwargs,
+            env=dict(env) if env is not None else None, cwd=cwd,
+            creationflags=flags, start_new_session=os.name != "nt", preexec_fn=setup,
         )
     except FileNotFoundError:
         raise ToolMissing(f"{argv[0]}: program not found; install it or put it on PATH") from None
+    _guard.watch(popen.pid, kill_grace_s)
+    if os.name == "nt" and affinity:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(popen.pid).cpu_affinity(list(affinity))
+    return popen
 
 
 def run(
@@ -250,6 +389,7 @@ def run(
     finally:
         with _live_lock:
             _live.discard(popen.pid)
+        forget(popen.pid)
         reader.join(timeout=5)
         result = ProcResult(
             argv=argv,

@@ -7,9 +7,10 @@ graceful stop (polite signal, wait, kill the tree) and size-rotated stdout/stder
 process-tree view on Windows and Linux.
 
 Long-lived children cannot go through :func:`wgobuild.proc.run` (it waits for the program to finish), so this module
-starts them itself in :func:`_spawn`; stopping trees reuses :func:`wgobuild.proc.kill_tree`. A tiny *reaper* process
-(``python -m wgobuild.supervisor --reap``) holds the read end of a pipe from the supervisor: when the supervisor dies
-by any means, even a hard kill, the pipe closes and the reaper kills the service's tree, so nothing is orphaned.
+starts them itself through :func:`wgobuild.proc.spawn`; stopping trees reuses :func:`wgobuild.proc.kill_tree`. When the
+supervisor dies by any means, even a hard kill, the service's tree dies too, by the same mechanism as every child
+of wgobuild (see :mod:`wgobuild.proc`): politely first, killed after ``grace_s``. Affinity and priority are set by
+``proc.spawn`` before the service runs (in the child before exec on POSIX), so its own children inherit them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,16 +36,6 @@ from wgobuild.errors import ConfigError, WgobuildError
 STATUS_NAME = "serve-status.json"
 STOP_NAME = "serve.stop"
 _MiB = 1024 * 1024
-
-# Linux nice values and Windows priority classes for [limits].priority.
-_NICE = {"idle": 19, "below-normal": 10, "normal": 0, "above-normal": -5, "high": -10}
-_WIN_CLASS = {
-    "idle": "IDLE_PRIORITY_CLASS",
-    "below-normal": "BELOW_NORMAL_PRIORITY_CLASS",
-    "normal": "NORMAL_PRIORITY_CLASS",
-    "above-normal": "ABOVE_NORMAL_PRIORITY_CLASS",
-    "high": "HIGH_PRIORITY_CLASS",
-}
 
 
 class ServeGaveUp(WgobuildError):
@@ -179,12 +169,12 @@ class RotatingLog:
             self._handle.close()
 
 
-def _spawn(argv: list[str], *, env: dict[str, str] | None, cwd: Path | None, stdin: int | None,
-           outputs: bool) -> subprocess.Popen:
-    """Start a long-lived child through the process runner's :func:`proc.spawn` (own group/session)."""
-    pipe = subprocess.PIPE if outputs else subprocess.DEVNULL
+def _spawn(spec: ServeSpec) -> subprocess.Popen[bytes]:
+    """Start the service through :func:`proc.spawn` (own group/session, limits set before it runs)."""
+    argv = spec.argv
     try:
-        return proc.spawn(argv, env=env, cwd=cwd, stdin=stdin, stdout=pipe, stderr=pipe)
+        return proc.spawn(argv, env=spec.env, cwd=spec.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          affinity=spec.affinity, priority=spec.priority, kill_grace_s=spec.grace_s)
     except (OSError, WgobuildError) as exc:
         raise WgobuildError(f"serve: cannot start {argv[0]}: {exc}") from None
 
@@ -324,23 +314,15 @@ class Supervisor:
         }
         for line in describe_limits(spec):
             self._log(f"limit {line}")
-        package_root = str(Path(__file__).resolve().parents[1])  # importable even when not installed
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        reaper = _spawn([sys.executable, "-m", "wgobuild.supervisor", "--reap"], env=env, cwd=None,
-                        stdin=subprocess.PIPE, outputs=False)
         try:
-            return self._loop(reaper)
+            return self._loop()
         finally:
             child = self._child
             if child is not None and child.poll() is None:  # an error or interrupt left the service running
                 stop_tree(child.pid, spec.grace_s, self._log)
                 child.wait()
-            with contextlib.suppress(OSError, ValueError):
-                assert reaper.stdin is not None
-                reaper.stdin.write(b"exit\n")
-                reaper.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                reaper.wait(5)
+            if child is not None:
+                proc.forget(child.pid)
             files.remove(spec.stop_path)
             self._events.close()
 
@@ -373,21 +355,18 @@ class Supervisor:
             self._stop.set()
         return self._stop.is_set()
 
-    def _loop(self, reaper: subprocess.Popen) -> int:
+    def _loop(self) -> int:
         spec = self.spec
         failures = 0
         while True:
             child, pumps, logs = self._start()
-            assert reaper.stdin is not None
-            with contextlib.suppress(OSError, psutil.Error):
-                reaper.stdin.write(f"{child.pid} {psutil.Process(child.pid).create_time()}\n".encode())
-                reaper.stdin.flush()
             started = time.monotonic()
             reason = self._watch(child)
             if child.poll() is None:
                 polite = stop_tree(child.pid, spec.grace_s, self._log)
                 self._log(f"service stopped ({'gracefully' if polite else 'killed after the grace period'})")
             code = child.wait()
+            proc.forget(child.pid)
             for t in pumps:
                 t.join(timeout=5)
             for log in logs:
@@ -431,9 +410,9 @@ class Supervisor:
 
     def _start(self) -> tuple[subprocess.Popen, list[threading.Thread], list[RotatingLog]]:
         spec = self.spec
-        child = self._child = _spawn(spec.argv, env=spec.env, cwd=spec.cwd, stdin=subprocess.DEVNULL, outputs=True)
+        child = self._child = _spawn(spec)
         self.starts += 1
-        self._apply_process_limits(child.pid)
+        self._check_process_limits(child.pid)
         logs = [RotatingLog(spec.log_dir / f"{spec.name}.{kind}.log", spec.log_max_bytes, spec.log_keep)
                 for kind in ("out", "err")]
         pumps = [threading.Thread(target=_pump, args=(stream, log), daemon=True)
@@ -444,18 +423,20 @@ class Supervisor:
         self._write_status(True, state="running", child_pid=child.pid, child_started_at=time.time())
         return child, pumps, logs
 
-    def _apply_process_limits(self, pid: int) -> None:
-        """Affinity and priority, set on the child right after start (its children inherit them)."""
+    def _check_process_limits(self, pid: int) -> None:
+        """Read back what ``proc.spawn`` set before the service ran; say which limit the OS refused."""
         spec = self.spec
         try:
             p = psutil.Process(pid)
-            if spec.affinity and hasattr(p, "cpu_affinity"):
-                p.cpu_affinity(list(spec.affinity))
+            if spec.affinity and hasattr(p, "cpu_affinity") and sorted(p.cpu_affinity()) != sorted(spec.affinity):
+                self._log(f"warning: affinity {list(spec.affinity)} was refused here; the service runs on "
+                          f"CPUs {p.cpu_affinity()}")
             if spec.priority != "normal":
-                p.nice(getattr(psutil, _WIN_CLASS[spec.priority]) if os.name == "nt" else _NICE[spec.priority])
-        except psutil.AccessDenied:
-            self._log(f"warning: priority {spec.priority!r} needs administrator rights here; left unchanged")
-        except psutil.NoSuchProcess:
+                want = (getattr(psutil, proc.PRIORITY_CLASS[spec.priority]) if os.name == "nt"
+                        else proc.PRIORITY_NICE[spec.priority])
+                if p.nice() != want:
+                    self._log(f"warning: priority {spec.priority!r} needs administrator rights here; left unchanged")
+        except psutil.Error:  # the service already ended: the loop reports that
             pass
 
     def _watch(self, child: subprocess.Popen) -> str:
@@ -553,25 +534,4 @@ def request_stop(state_dir: Path, grace_s: float, wait_s: float = 15.0) -> str:
     if pid != os.getpid():
         proc.kill_tree(pid, grace_s=2.0)  # the reaper then stops the service's tree
     return f"serve: supervisor pid {pid} did not stop in time; killed it and its tree"
-
-
-def _reap() -> int:
-    """Reaper mode: remember the service pid the supervisor announces; on EOF of stdin kill that tree."""
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    current: tuple[int, float] | None = None
-    for raw in sys.stdin.buffer:
-        text = raw.decode().strip()
-        if text == "exit":
-            return 0
-        with contextlib.suppress(ValueError):
-            pid, created = text.split()
-            current = (int(pid), float(created))
-    if current and _alive(*current):
-        stop_tree(current[0], grace_s=2.0)
-    return 0
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--reap"]:
-    sys.exit(_reap())
 
