@@ -802,3 +802,34 @@ def test_refused_urls(setup: Callable[[list[Hostile], tuple[Path, Path]], str], 
     assert servers[0].leaked() == []
     if setup in (_refusal_downgrade, _refusal_realm_other_name):
         assert servers[0].seen == []  # the plain-http party was never asked
+
+
+def _pax_chain(path: Path, count: int, value_size: int) -> Path:
+    """A tar whose first member is preceded by ``count`` pax headers, each with a ``value_size`` comment."""
+    blocks = []
+    for i in range(count):
+        payload = f" comment={'c' * value_size}\n"  # a pax record is "LENGTH key=value\n", LENGTH counting itself
+        length = len(payload) + len(str(len(payload)))
+        length = len(payload) + len(str(length))
+        data = f"{length}{payload}".encode()
+        assert len(data) == length
+        info = tarfile.TarInfo(f"pax{i}")
+        info.type, info.size = tarfile.XHDTYPE, len(data)
+        blocks.append(info.tobuf(format=tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512))
+    member = tarfile.TarInfo("index.json")
+    member.size = 2
+    path.write_bytes(b"".join(blocks) + member.tobuf(format=tarfile.USTAR_FORMAT) + b"{}" + bytes(510 + 1024))
+    return path
+
+
+@pytest.mark.parametrize(("count", "value_size"), [(2000, 10), (40, 200_000)])
+def test_chains_of_pax_headers_are_refused(count: int, value_size: int, tmp_path: Path) -> None:
+    """tarfile reads a chain of pax headers recursively, each kept in memory: deep or large chains are refused."""
+    from wgobuild.oci import OciError
+
+    path = _pax_chain(tmp_path / "chain.tar", count, value_size)
+    with pytest.raises(OciError, match=r"holds more than 16 extended headers or 1048576 bytes of them for one member"):
+        _layout_base(tmp_path, f"oci-archive:{path}")
+    control = _pax_chain(tmp_path / "short.tar", 2, 10)  # two headers are fine: the archive is read (no manifests)
+    with pytest.raises(OciError, match=r"index\.json: config: must be an object, not null"):
+        _layout_base(tmp_path, f"oci-archive:{control}")

@@ -38,7 +38,7 @@ MAX_MEMBERS = 100_000  # members of an OCI or docker-save archive (real ones hol
 MAX_TAR_HEADER = 1 << 20  # one pax or GNU long-name header
 MAX_ENTRIES = 1000  # images in one index, layers in one manifest, images in one docker-save manifest.json
 MAX_CONTAINERS = 100_000  # JSON objects and arrays in one document (bounds the memory json.loads takes)
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, RecursionError)
 
 
 @dataclass
@@ -493,11 +493,18 @@ class _TarLimit(Exception):
 
 
 class _BoundedTarInfo(tarfile.TarInfo):
-    """tarfile reads a pax or GNU long-name header whole into memory: refuse large ones first."""
+    """tarfile reads pax and GNU long-name headers whole into memory, and a chain of them recursively (each frame
+    keeping its header): refuse a member whose extended headers are over ``MAX_TAR_HEADER`` in all, first."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in _META_TYPES and self.size > MAX_TAR_HEADER:
-            raise _TarLimit(f"an extended header of {self.size} bytes (the limit is {MAX_TAR_HEADER})")
+        if self.type in _META_TYPES:
+            count, used = getattr(tarfile_, "_wgobuild_meta", (0, 0))
+            count, used = count + 1, used + self.size
+            if used > MAX_TAR_HEADER or count > 16:  # real members have one to three
+                raise _TarLimit(f"more than 16 extended headers or {MAX_TAR_HEADER} bytes of them for one member")
+            tarfile_._wgobuild_meta = (count, used)  # type: ignore[attr-defined]
+        else:
+            tarfile_._wgobuild_meta = (0, 0)  # type: ignore[attr-defined]
         if self.type == tarfile.GNUTYPE_SPARSE:
             raise _TarLimit("a sparse member")
         return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
