@@ -833,3 +833,24 @@ def test_chains_of_pax_headers_are_refused(count: int, value_size: int, tmp_path
     control = _pax_chain(tmp_path / "short.tar", 2, 10)  # two headers are fine: the archive is read (no manifests)
     with pytest.raises(OciError, match=r"index\.json: config: must be an object, not null"):
         _layout_base(tmp_path, f"oci-archive:{control}")
+
+
+def test_archive_member_size_must_be_its_descriptors(tmp_path: Path) -> None:
+    from wgobuild.oci import OciError
+
+    layer = b"z" * 5000
+    config, manifest, desc = linux_image(layer)
+    doc = json.loads(manifest)
+    doc["layers"][0]["size"] = 100  # the descriptor lies: the member is 5000 bytes
+    manifest = json.dumps(doc).encode()
+    desc = {**desc, "digest": _sha(manifest), "size": len(manifest)}
+    path = tmp_path / "base.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("index.json", json.dumps(index_of(desc)).encode()),
+                           *((f"blobs/sha256/{_sha(b).split(':')[1]}", b) for b in (config, manifest, layer))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(OciError, match=rf"blob {_sha(layer)} is larger than the 100 bytes its descriptor declares "
+                                       rf"\(5000 bytes in {re.escape(str(path))}\)"):
+        _layout_base(tmp_path, f"oci-archive:{path}")
