@@ -2,6 +2,8 @@
 
 import errno
 import io
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,12 +51,12 @@ class _Endless(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         self.served += len(buffer)
         return len(buffer)
 
 
-def test_stream_is_read_to_its_declared_size_and_no_further(tmp_path):
+def test_stream_is_read_to_its_declared_size_and_no_further(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     endless = _Endless()
     with pytest.raises(OciError, match=r"blob sha256:\w+ is larger than the 1000 bytes its descriptor declares"):
@@ -66,14 +68,14 @@ def test_stream_is_read_to_its_declared_size_and_no_further(tmp_path):
     assert store.put_stream(io.BytesIO(b"hello"), expected=digest_of(b"hello"), size=5) == (digest_of(b"hello"), 5)
 
 
-def test_a_blob_larger_than_the_free_space_is_refused_before_reading(tmp_path):
+def test_a_blob_larger_than_the_free_space_is_refused_before_reading(tmp_path: Path) -> None:
     endless = _Endless()
     with pytest.raises(OciError, match=r"needs \d+ bytes and .* has \d+ free: free disk space"):
         BlobStore(tmp_path).put_stream(endless, expected=digest_of(b"x"), size=1 << 60)
     assert endless.served == 0
 
 
-def test_bounded_read_of_a_stored_document(tmp_path):
+def test_bounded_read_of_a_stored_document(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     digest = store.put_bytes(b"x" * 100)
     assert store.read(digest, limit=100) == b"x" * 100

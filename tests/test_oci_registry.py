@@ -42,7 +42,7 @@ def test_bad_reference():
     ("registry.example/a@sha256:../../blobs", "digest 'sha256:../../blobs'"),
     ("registry.example:99999999/a", "registry host 'registry.example:99999999'"),
 ])
-def test_reference_parts_that_would_change_the_url(text, part):
+def test_reference_parts_that_would_change_the_url(text: str, part: str) -> None:
     with pytest.raises(OciError, match=re.escape(f"{text!r} is not a valid image reference (its {part})")):
         Reference.parse(text)
     with pytest.raises(RegistryError, match="is not a registry host"):

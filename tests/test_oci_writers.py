@@ -6,6 +6,7 @@ import resource
 import signal
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -121,7 +122,8 @@ def test_blob_missing_everywhere_is_a_clear_error(tmp_path, oci_binaries):
     assert not (tmp_path / "out").exists()
 
 
-def test_store_blob_of_the_wrong_size_is_neither_written_nor_pushed(tmp_path, oci_binaries, registry):
+def test_store_blob_of_the_wrong_size_is_neither_written_nor_pushed(tmp_path: Path, oci_binaries: dict[str, Path],
+                                                                    registry: Any) -> None:
     """A store blob whose size is not its descriptor's (a damaged .wgobuild) stops the layout and the push."""
     built, store = _image(tmp_path / "p", oci_binaries)
     layer = json.loads(built.manifest)["layers"][0]
