@@ -854,3 +854,31 @@ def test_archive_member_size_must_be_its_descriptors(tmp_path: Path) -> None:
     with pytest.raises(OciError, match=rf"blob {_sha(layer)} is larger than the 100 bytes its descriptor declares "
                                        rf"\(5000 bytes in {re.escape(str(path))}\)"):
         _layout_base(tmp_path, f"oci-archive:{path}")
+
+
+@pytest.mark.parametrize(("manifest", "config", "message"), [
+    ({"Config": "c.json"}, {}, r"manifest\.json: must be an array, not an object"),
+    ([{"Config": 1, "Layers": []}], {}, r"manifest\.json: \[0\]\.Config: must be a string, not a number"),
+    ([{"Config": "c.json", "Layers": "l.tar"}], {}, r"manifest\.json: \[0\]\.Layers: must be an array, not a string"),
+    ([{"Config": "c.json", "Layers": []}], {"os": 7}, r"c\.json: os: must be a string, not a number"),
+    ([{"Config": "gone.json", "Layers": []}], {}, r"gone\.json is missing from .*; the archive is incomplete"),
+    ([{"Config": "dir", "Layers": []}], {}, r"dir in .* is a folder, not a regular file"),
+])
+def test_malformed_docker_archives(manifest: Any, config: dict[str, Any], message: str, tmp_path: Path) -> None:
+    from wgobuild.oci import OciError
+
+    cfg = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, **config}
+    path = tmp_path / "save.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("manifest.json", json.dumps(manifest).encode()), ("c.json", json.dumps(cfg).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        folder = tarfile.TarInfo("dir")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+    with pytest.raises(OciError) as info:
+        _layout_base(tmp_path, f"docker-archive:{path}")
+    text = str(info.value)
+    assert text.startswith(f"base docker-archive:{path}: ") and "\n" not in text, text
+    assert re.search(message, text), text
