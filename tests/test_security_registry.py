@@ -882,3 +882,17 @@ def test_malformed_docker_archives(manifest: Any, config: dict[str, Any], messag
     text = str(info.value)
     assert text.startswith(f"base docker-archive:{path}: ") and "\n" not in text, text
     assert re.search(message, text), text
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_an_archive_base_must_be_a_regular_file(kind: str, tmp_path: Path) -> None:
+    from wgobuild.oci import OciError
+
+    path = tmp_path / "base.tar"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it to read would wait for a writer forever
+    else:
+        path.symlink_to("/dev/zero")
+    expected = "a FIFO" if kind == "fifo" else "a device"
+    with pytest.raises(OciError, match=rf"{re.escape(str(path))} is {expected}, not a regular file"):
+        _layout_base(tmp_path, f"oci-archive:{path}")

@@ -519,7 +519,11 @@ class _LayoutTar(_Source):
         self.regular: dict[str, tuple[int, int]] = {}  # member name -> (offset of its data, size)
         self.other: dict[str, str] = {}  # member name -> what it is, for members that are not regular files
         try:
-            size = path.stat().st_size
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a device would never end
+                raise OciError(f"base {name}: {path} is {_file_kind(info.st_mode)}, not a regular file; point the "
+                               "base at an OCI layout tar or a docker-save tar")
+            size = info.st_size
             with open(path, "rb") as handle:
                 compressed = handle.read(6).startswith(_COMPRESSED)
             limit = bomb_limit(size) if compressed else 0
