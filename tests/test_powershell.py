@@ -551,3 +551,20 @@ def test_shared_functions_are_copied_once_into_the_scripts_that_use_them(rendere
         used |= {block for block, body in blocks.items() if body.replace("\n", "\r\n") in text}
     assert used == set(blocks), "every shared block serves at least one script"
     assert "Invoke-Change" not in scripts["audit.ps1"], "the read-only audit gets no change function"
+
+
+def test_the_scheduled_task_command_parses_and_checks_the_hash_first(rendered) -> None:
+    """The task's -EncodedCommand text, expanded as PowerShell expands the double-quoted pieces, is valid PowerShell
+    that compares the SHA-256 before it runs the copy (a path with a single quote stays inside its literal)."""
+    text = rendered["defaults"]["rotate-logs.ps1"]
+    start = text.index("$command = ")
+    source = text[start:text.index("\r\n    $encoded", start)]
+    pieces = re.findall(r'"((?:[^"`]|`.)*)"', source)
+    assert len(pieces) == 3
+    path = "C:\\ProgramData\\wgobuild\\it''s\\rotate-logs.ps1"  # what -replace "'", "''" makes of it's
+    command = "".join(pieces).replace("`$", "\0").replace("$quoted", path).replace("$hash", "AB" * 32)
+    command = command.replace("\0", "$")
+    assert "$" not in command.replace("$p", "").replace("$LASTEXITCODE", "")  # nothing left to expand
+    assert errors(command) == []
+    assert command.index("Get-FileHash") < command.index("& $p") and "exit 2" in command
+    assert errors(command.replace("'AB", "AB")) != []  # negative control: a broken literal is seen
