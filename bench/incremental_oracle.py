@@ -13,7 +13,8 @@ Then seeded edits from :data:`EDITS` are applied one at a time. After each edit 
 ``doit image`` or ``wgobuild image`` (alternating) in its persistent folder, and a copy of the same area (without
 ``.wgobuild/`` and ``dist/``) is built from scratch with the other entry point. Compared: every binary's bytes,
 each step's verdict (compile, test, golden, images: passed or failed), the test step's junit pass/fail set, the
-daemonless image digests (``dist/images/*.json``) and the index, and the exit code. Both run with ``--continue``:
+daemonless image digests (``dist/images/*.json``) and the index, the rendered Dockerfiles and PowerShell scripts,
+and the exit code. Both run with ``--continue``:
 after a failing step doit then still runs every step that does not depend on it, so which steps ran does not
 depend on thread scheduling. Any difference is a divergence, printed with the seed, the variant and the edit list.
 
@@ -112,7 +113,7 @@ class Tree:
 
 def go_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of every go, git and wgobuild run: the caller's, minus knobs the edits own, plus fixed dates."""
-    env = {k: v for k, v in os.environ.items() if k not in ENV_KNOBS and k not in ("GOWORK", "GOFLAGS")}
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KNOBS and k not in ("GOWORK", "GOFLAGS", "GOENV")}
     env.update({"SOURCE_DATE_EPOCH": EPOCH, "GIT_AUTHOR_DATE": GIT_DATE, "GIT_COMMITTER_DATE": GIT_DATE,
                 "GIT_AUTHOR_NAME": "oracle", "GIT_AUTHOR_EMAIL": "oracle@example.com",
                 "GIT_COMMITTER_NAME": "oracle", "GIT_COMMITTER_EMAIL": "oracle@example.com",
@@ -321,7 +322,9 @@ def generate(area: Path, variant: str, rng: random.Random, base: Path, mains: in
         raise ValueError(f"variant {variant!r}: choose one of {', '.join(VARIANTS)}")
     libs = ["text", "web", *rng.sample(LIB_POOL, rng.randint(1, 3))]
     tree = Tree(area, variant, base, list(MAIN_POOL[:mains]), libs,
-                {"version": rng.choice(["git", "1.0.0"]), "ldflags": [], "tags": [], "env": {}, "labels": {}})
+                {"version": rng.choice(["git", "1.0.0"]), "ldflags": [], "tags": [], "env": {}, "labels": {}},
+                env={"GOENV": str(area.parent / "goenv")})  # Go's env file: beside the area, shared by both sides
+    Path(tree.env["GOENV"]).unlink(missing_ok=True)
     for name, source in LIB_MODULES.items():
         tree.write(f"{name}/go.mod", "module example.com/lib\n\ngo 1.22\n")
         tree.write(f"{name}/lib.go", source)
@@ -573,6 +576,20 @@ def edit_env(tree: Tree, rng: random.Random) -> str:
     return f"env {key}={value or '(unset)'}"
 
 
+def edit_goenv(tree: Tree, rng: random.Random) -> str:
+    """A setting in Go's own env file (what `go env -w` writes; ``$GOENV`` points at one outside the area)."""
+    path = Path(tree.env["GOENV"])
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    current = dict(line.split("=", 1) for line in lines if "=" in line)
+    key = rng.choice(sorted(ENV_KNOBS))
+    value = rng.choice([v for v in (None, *ENV_KNOBS[key]) if v != current.get(key)])
+    current.pop(key, None)
+    if value is not None:
+        current[key] = value
+    path.write_text("".join(f"{k}={v}\n" for k, v in sorted(current.items())), encoding="utf-8")
+    return f"goenv {key}={value or '(unset)'}"
+
+
 def edit_revendor(tree: Tree, rng: random.Random) -> str | None:
     if tree.variant != "vendor":
         return None
@@ -607,6 +624,7 @@ EDITS: dict[str, tuple[Edit, int]] = {  # name -> (edit, weight)
     "git-tag": (edit_git_tag, 1),
     "git-commit": (edit_git_commit, 1),
     "env": (edit_env, 2),
+    "goenv": (edit_goenv, 1),
     "revendor": (edit_revendor, 2),
     "vendored": (edit_vendored, 2),
 }
@@ -652,6 +670,7 @@ class Outcome:
     exit: int
     steps: dict[str, str]  # step -> "ok" (ran or up to date) | "failed"
     binaries: dict[str, str]  # dist-relative path -> sha256
+    rendered: dict[str, str]  # dist-relative path -> sha256 of the Dockerfiles, .dockerignore and PowerShell scripts
     junit: list[tuple[str, str, str]] | None  # (package, test, pass|fail|skip), sorted
     images: dict[str, tuple[str, str]]  # image step -> (reference, digest) of its record
     output: str
@@ -687,6 +706,8 @@ def build(tree_mod: Path, env: dict[str, str], entry: str, timeout: float = 600)
         folder = dist / platform.replace("/", "-")
         for path in sorted(folder.glob("*")) if folder.is_dir() else []:
             binaries[path.relative_to(dist).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    rendered = {path.relative_to(dist).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+                for folder in ("docker", "powershell") for path in sorted((dist / folder).rglob("*")) if path.is_file()}
     junit = None
     if (dist / "reports" / "junit.xml").is_file():
         root = ElementTree.parse(dist / "reports" / "junit.xml").getroot()
@@ -701,7 +722,7 @@ def build(tree_mod: Path, env: dict[str, str], entry: str, timeout: float = 600)
     if summary.is_file():
         tag = json.loads(summary.read_text(encoding="utf-8")).get("tag") or {}
         images["image"] = (str(tag.get("reference")), str(tag.get("digest")))
-    return Outcome(entry, result.returncode, steps, binaries, junit, images, output, seconds)
+    return Outcome(entry, result.returncode, steps, binaries, rendered, junit, images, output, seconds)
 
 
 def compare(inc: Outcome, clean: Outcome) -> list[str]:
@@ -719,6 +740,10 @@ def compare(inc: Outcome, clean: Outcome) -> list[str]:
         a, b = inc.binaries.get(path, "missing"), clean.binaries.get(path, "missing")
         if a != b:
             diffs.append(f"binary dist/{path}: incremental {a[:16]}, clean {b[:16]}")
+    for path in sorted(set(inc.rendered) | set(clean.rendered)):
+        a, b = inc.rendered.get(path, "missing"), clean.rendered.get(path, "missing")
+        if a != b:
+            diffs.append(f"rendered dist/{path}: incremental {a[:16]}, clean {b[:16]}")
     if inc.steps.get("test") == clean.steps.get("test") and inc.junit != clean.junit:
         only_inc = sorted(set(inc.junit or []) - set(clean.junit or []))
         only_clean = sorted(set(clean.junit or []) - set(inc.junit or []))

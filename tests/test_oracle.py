@@ -34,7 +34,7 @@ def _load_oracle() -> ModuleType:
 oracle = _load_oracle()
 
 # (variant, seed): seeds chosen once and kept, so a failure here is reproduced by the command it prints.
-SHARE = [("plain", 11), ("work", 12), ("vendor", 35)]
+SHARE = [("plain", 11), ("work", 12), ("vendor", 77)]
 EDITS_PER_VARIANT = 14
 
 
@@ -58,9 +58,10 @@ def test_edits_follow_the_seed(tmp_path: Path) -> None:
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         rng = random.Random(f"{seed}:vendor")
-        tree = oracle.generate(tmp_path / name, "vendor", rng, base)
+        tree = oracle.generate(tmp_path / name / "area", "vendor", rng, base)
         edits = [oracle.apply_edit(tree, rng) for _ in range(30)]
-        runs[name] = (edits, _tree_files(tree.area), dict(tree.env))
+        goenv = Path(tree.env.pop("GOENV"))
+        runs[name] = (edits, _tree_files(tree.area), tree.env, goenv.read_bytes() if goenv.exists() else b"")
     assert runs["a"] == runs["b"]
     assert runs["a"][0] != runs["c"][0]
     kinds = {edit.split()[0] for edit in runs["a"][0] + runs["c"][0]}
@@ -73,7 +74,7 @@ def test_the_share_makes_every_kind_of_edit(tmp_path: Path) -> None:
     kinds: set[str] = set()
     for variant, seed in SHARE:
         rng = random.Random(f"{seed}:{variant}")
-        tree = oracle.generate(tmp_path / variant, variant, rng, base)
+        tree = oracle.generate(tmp_path / variant / "area", variant, rng, base)
         kinds |= {oracle.apply_edit(tree, rng).split()[0] for _ in range(EDITS_PER_VARIANT)}
     assert kinds == set(oracle.EDITS), f"never applied: {sorted(set(oracle.EDITS) - kinds)}"
 
