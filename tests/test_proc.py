@@ -143,9 +143,12 @@ def _survivors(pids: list[int], seconds: float) -> list[int]:
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX; Windows uses the job object (winjob)")
-def test_sigkill_of_the_runner_kills_child_and_grandchild(tmp_path: Path) -> None:
+@pytest.mark.parametrize("escape", [False, True], ids=["same-group", "grandchild-in-own-session"])
+def test_sigkill_of_the_runner_kills_child_and_grandchild(tmp_path: Path, escape: bool) -> None:
     pid_file = tmp_path / "child.pid"
-    driver = f"import sys\nfrom wgobuild import proc\nproc.run([sys.executable, '-c', {TREE!r}, {str(pid_file)!r}])\n"
+    tree = TREE.replace("time.sleep(300)\"])", "time.sleep(300)\"], start_new_session=True)") if escape else TREE
+    assert tree != TREE or not escape
+    driver = f"import sys\nfrom wgobuild import proc\nproc.run([sys.executable, '-c', {tree!r}, {str(pid_file)!r}])\n"
     runner = subprocess.Popen([PY, "-c", driver])
     grandchild = int(wait_for(pid_file))
     tree = [p.pid for p in psutil.Process(runner.pid).children(recursive=True)]
@@ -161,7 +164,6 @@ def test_limits_are_in_place_before_the_program_runs() -> None:
     cpu = max(os.sched_getaffinity(0))
     popen = proc.spawn(["cat", "/proc/self/status", "/proc/self/stat"], affinity=[cpu], priority="below-normal")
     out, _ = popen.communicate(timeout=30)
-    proc.forget(popen.pid)
     text = out.decode()
     allowed = re.search(r"^Cpus_allowed_list:\s*(\S+)$", text, re.MULTILINE)
     assert allowed and allowed.group(1) == str(cpu), text
@@ -172,45 +174,66 @@ def test_limits_are_in_place_before_the_program_runs() -> None:
 
 # -- the watchdog, driven as wgobuild drives it --------------------------------------------------------------------
 
-@pytest.mark.skipif(os.name == "nt", reason="process groups are POSIX")
-def test_watchdog_stops_registered_groups_only_when_its_pipe_closes() -> None:
-    def sleeper(ignore_term: bool = False) -> subprocess.Popen[bytes]:
-        code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else
-                "import time\n") + "print('ready', flush=True)\ntime.sleep(60)\n"
-        child = subprocess.Popen([PY, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
-        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
-        return child
+def _sleeper(env: dict[str, str], ignore_term: bool = False) -> subprocess.Popen[bytes]:
+    code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else
+            "import time\n") + "print('ready', flush=True)\ntime.sleep(60)\n"
+    child = subprocess.Popen([PY, "-c", code], start_new_session=True, stdout=subprocess.PIPE,
+                             env={**os.environ, **env})
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    return child
 
-    killed, forgotten, reused, stubborn = sleeper(), sleeper(), sleeper(), sleeper(ignore_term=True)
-    dog = subprocess.Popen([PY, "-I", "-S", str(Path(watchdog.__file__))], stdin=subprocess.PIPE,
-                           start_new_session=True)
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the watchdog reads /proc/PID/environ")
+def test_watchdog_stops_marked_processes_when_its_pipe_closes() -> None:
+    token = f"test.{time.time_ns()}"
+    mark = watchdog.MARK
+    killed = _sleeper({mark: token})
+    stubborn = _sleeper({mark: f"{token}:1"}, ignore_term=True)  # a service: SIGTERM, then SIGKILL after 1 s
+    other_run = _sleeper({mark: f"{token}0"})  # another wgobuild's child: its token only starts the same
+    unmarked = _sleeper({})
+    dog = subprocess.Popen([PY, "-I", "-S", watchdog.__file__, token], stdin=subprocess.PIPE, start_new_session=True)
     assert dog.stdin is not None
     try:
-        dog.stdin.write(f"+{killed.pid} {watchdog.start_ticks(killed.pid)} 0\n"
-                        f"+{forgotten.pid} - 0\n-{forgotten.pid}\n"
-                        f"+{reused.pid} 1 0\n"  # started at another time: the pid now belongs to someone else
-                        f"+{stubborn.pid} {watchdog.start_ticks(stubborn.pid)} 1\n".encode())
-        dog.stdin.flush()
         time.sleep(0.5)
-        assert all(p.poll() is None for p in (killed, forgotten, reused, stubborn)), "nothing stops before EOF"
+        assert dog.poll() is None and killed.poll() is None, "nothing happens while the pipe is open"
         started = time.monotonic()
-        dog.stdin.close()
+        dog.stdin.close()  # what the kernel does when wgobuild is killed
         assert dog.wait(20) == 0
         waited = time.monotonic() - started
         assert killed.wait(5) == -signal.SIGKILL
         assert stubborn.wait(5) == -signal.SIGKILL and waited >= 0.9  # SIGTERM ignored: killed after its grace
-        assert forgotten.poll() is None and reused.poll() is None
+        assert other_run.poll() is None and unmarked.poll() is None
     finally:
-        for p in (killed, forgotten, reused, stubborn):
+        for p in (killed, stubborn, other_run, unmarked):
             p.kill()
             p.wait()
 
 
-def test_watchdog_protocol_lines() -> None:
-    groups = watchdog.parse([b"+10 123 0\n", b"+11 - 2.5\n", b"+12 9 0\n", b"-12\n", b"junk\n", b"+x 1 0\n"])
-    assert groups == {10: ("123", 0.0), 11: ("", 2.5)}
-    assert watchdog.start_ticks(os.getpid()) == (
-        Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19] if sys.platform == "linux" else "")
+@pytest.mark.skipif(sys.platform != "linux", reason="the watchdog reads /proc/PID/environ")
+def test_watchdog_leaves_everything_after_a_normal_goodbye() -> None:
+    token = f"test.{time.time_ns()}"
+    child = _sleeper({watchdog.MARK: token})
+    dog = subprocess.Popen([PY, "-I", "-S", watchdog.__file__, token], stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        dog.communicate(b"bye\n", timeout=20)
+        assert dog.returncode == 0
+        time.sleep(0.3)
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_watchdog_reads_marks_from_environ_files(tmp_path: Path) -> None:
+    """``marked`` on a made-up /proc: exact token, token with grace, a longer token, junk, an unreadable entry."""
+    entries = {"10": b"A=1\0WGOBUILD_GUARD=t1\0", "11": b"WGOBUILD_GUARD=t1:2.5\0B=2\0", "12": b"WGOBUILD_GUARD=t10\0",
+               "13": b"WGOBUILD_GUARD=t1:x\0", "14": b"PATH=/bin\0", "self": b"WGOBUILD_GUARD=t1\0"}
+    for pid, data in entries.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "environ").write_bytes(data)
+    (tmp_path / "15").mkdir()  # no environ: gone or not ours
+    assert watchdog.marked("t1", str(tmp_path)) == {10: 0.0, 11: 2.5, 13: 0.0}
+    assert watchdog.wait_for_end([b"x\n", b"bye\n"]) and not watchdog.wait_for_end([b"bye\n", b"x\n"])
 
 
 # -- Windows job object: the call sequence and structure layout, checked here ---------------------------------------

@@ -6,15 +6,16 @@ killed (SIGKILL, Task Manager), so no orphaned ``go``/``compile``/``link`` survi
 priority before the child runs any code of its own, and (e) measures wall time, CPU time and peak RSS of the tree
 for the run report. Process trees are walked with psutil, which works the same on Windows and Linux.
 
-Children of a killed wgobuild: on Linux each child gets ``PR_SET_PDEATHSIG`` (set in the child before exec), and
-its process group is registered with one watchdog process per wgobuild process (:mod:`wgobuild.watchdog`, started
-lazily at the first child), which kills the registered groups when wgobuild's end closes its pipe: that covers the
-programs the child starts too. On Windows this process joins a kill-on-close job object (:mod:`wgobuild.winjob`)
-before its first child, so every descendant is born inside the job.
+Children of a killed wgobuild: every child carries a mark in its environment, inherited by whatever it starts,
+and one watchdog process per wgobuild process (:mod:`wgobuild.watchdog`, started lazily at the first child) kills
+every process so marked when wgobuild's end closes its pipe without a normal goodbye. On Windows this process
+joins a kill-on-close job object (:mod:`wgobuild.winjob`) before its first child, so every descendant is born
+inside the job.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import os
@@ -165,9 +166,10 @@ _PR_SET_PDEATHSIG = 1
 
 
 class _Guard:
-    """Makes children die with this process: the watchdog pipe (POSIX) or the kill-on-close job (Windows).
+    """Makes children die with this process: the watchdog (Linux, other POSIX) or the kill-on-close job (Windows).
 
-    Started lazily at the first child, once per process; a process that never starts a child pays nothing.
+    Started lazily at the first child, once per process; a process that never starts a child pays nothing, and a
+    child costs one environment entry, nothing on the spawn path (``subprocess`` keeps its fast vfork path).
     """
 
     def __init__(self) -> None:
@@ -176,6 +178,7 @@ class _Guard:
         self._started_in = 0  # pid that started the watchdog (a forked copy of this process starts its own)
         self._job: object | None = None  # winjob.Job (Windows)
         self._prctl: Callable[..., int] | None = None
+        self.token = ""
         self.watchdog: subprocess.Popen[bytes] | None = None
 
     def prepare(self) -> None:
@@ -190,26 +193,52 @@ class _Guard:
                 return
             if self._pipe is not None and self._started_in == os.getpid():
                 return
-            if self._prctl is None and hasattr(os, "sched_setaffinity"):  # Linux: PR_SET_PDEATHSIG via libc prctl
-                import ctypes
+            from wgobuild import watchdog
 
-                with contextlib.suppress(OSError, AttributeError):
-                    self._prctl = ctypes.CDLL(None, use_errno=True).prctl
-            script = Path(__file__).with_name("watchdog.py")
+            token = f"{os.getpid()}.{time.time_ns()}"
             read_end, write_end = os.pipe()
+            env = {k: v for k, v in os.environ.items() if k != watchdog.MARK}  # an outer run's sweep spares it
             try:
-                watchdog = subprocess.Popen([sys.executable, "-I", "-S", str(script)], stdin=read_end,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                            start_new_session=True)
+                self.watchdog = subprocess.Popen(
+                    [sys.executable, "-I", "-S", watchdog.__file__, token], stdin=read_end, env=env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             except OSError:
                 os.close(write_end)
                 return
             finally:
                 os.close(read_end)
-            self._pipe, self._started_in, self.watchdog = write_end, os.getpid(), watchdog
+            if self._started_in == 0:
+                atexit.register(self.bye)
+            self._pipe, self._started_in, self.token = write_end, os.getpid(), token
 
-    def child_setup(self, deathsig: int, affinity: Sequence[int], nice: int | None) -> Callable[[], None] | None:
-        """What a POSIX child runs between fork and exec: die with this thread, then affinity and priority."""
+    def mark(self, env: Mapping[str, str] | None, grace_s: float) -> dict[str, str] | None:
+        """The child's environment with the watchdog's mark (``TOKEN`` or ``TOKEN:GRACE``)."""
+        if not self.token or self._started_in != os.getpid():
+            return dict(env) if env is not None else None
+        from wgobuild.watchdog import MARK
+
+        value = f"{self.token}:{grace_s:g}" if grace_s > 0 else self.token
+        return {**(os.environ if env is None else env), MARK: value}
+
+    def bye(self) -> None:
+        """This process ends normally, its children waited for: the watchdog has nothing to sweep."""
+        with self._lock:
+            if self._pipe is not None and self._started_in == os.getpid():
+                with contextlib.suppress(OSError):
+                    os.write(self._pipe, b"bye\n")
+
+    def adopt(self, pid: int) -> None:
+        """Windows, where this process could not join the job: put the child in right after it starts."""
+        if self._job is not None:
+            self._job.adopt(pid)  # type: ignore[attr-defined]
+
+    def child_setup(self, deathsig: int, affinity: Sequence[int], nice: int | None) -> Callable[[], None]:
+        """What a POSIX child with limits runs between fork and exec: die with this thread, affinity, priority."""
+        if self._prctl is None and sys.platform == "linux":  # PR_SET_PDEATHSIG through libc's prctl
+            import ctypes
+
+            with contextlib.suppress(OSError, AttributeError):
+                self._prctl = ctypes.CDLL(None, use_errno=True).prctl
         prctl, parent = self._prctl, os.getpid()
         set_affinity = getattr(os, "sched_setaffinity", None)
         cpus = set(affinity)
@@ -230,37 +259,8 @@ class _Guard:
 
         return setup
 
-    def _send(self, line: str) -> None:
-        with self._lock:
-            if self._pipe is None or self._started_in != os.getpid():
-                return
-            try:
-                os.write(self._pipe, line.encode())
-            except OSError:  # the watchdog is gone: children keep PR_SET_PDEATHSIG only
-                os.close(self._pipe)
-                self._pipe = None
-
-    def watch(self, pid: int, grace_s: float) -> None:
-        """Register the group a new child leads; or, on Windows without a job for this process, adopt the child."""
-        if os.name == "nt":
-            if self._job is not None:
-                self._job.adopt(pid)  # type: ignore[attr-defined]
-            return
-        from wgobuild.watchdog import start_ticks
-
-        self._send(f"+{pid} {start_ticks(pid) or '-'} {grace_s:g}\n")
-
-    def forget(self, pid: int) -> None:
-        if os.name != "nt":
-            self._send(f"-{pid}\n")
-
 
 _guard = _Guard()
-
-
-def forget(pid: int) -> None:
-    """A child started by :func:`spawn` was reaped: its group no longer needs killing when this process ends."""
-    _guard.forget(pid)
 
 
 def spawn(
@@ -282,8 +282,8 @@ def spawn(
     killed after that many seconds. ``affinity`` (CPU numbers) and ``priority`` (a ``[limits].priority`` word) are
     set before the program runs: in the child before exec on POSIX; on Windows the priority class at creation and
     the affinity right after start (Popen cannot create a suspended process), before it has had a time slice to
-    speak of. Call :func:`forget` once the child is reaped. :func:`run` uses it for programs it waits for; the
-    ``serve`` supervisor for the long-lived service it watches.
+    speak of. The child's environment gains ``WGOBUILD_GUARD`` (the watchdog's mark, POSIX). :func:`run` uses it
+    for programs it waits for; the ``serve`` supervisor for the long-lived service it watches.
     """
     _guard.prepare()
     flags, setup = 0, None
@@ -291,22 +291,22 @@ def spawn(
         flags = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
         if priority != "normal":
             flags |= getattr(subprocess, PRIORITY_CLASS[priority])
-    else:
+    elif affinity or priority != "normal":  # only then: a preexec makes subprocess fork instead of vfork
         deathsig = signal.SIGTERM if kill_grace_s > 0 else signal.SIGKILL
         nice = PRIORITY_NICE[priority] if priority != "normal" else None
         setup = _guard.child_setup(deathsig, affinity, nice)
     try:
         popen = subprocess.Popen(
-            [str(a) for a in argv], stdin=stdin, stdout=stdout, stderr=stderr,
-            env=dict(env) if env is not None else None, cwd=cwd,
-            creationflags=flags, start_new_session=os.name != "nt", preexec_fn=setup,
+            [str(a) for a in argv], stdin=stdin, stdout=stdout, stderr=stderr, env=_guard.mark(env, kill_grace_s),
+            cwd=cwd, creationflags=flags, start_new_session=os.name != "nt", preexec_fn=setup,
         )
     except FileNotFoundError:
         raise ToolMissing(f"{argv[0]}: program not found; install it or put it on PATH") from None
-    _guard.watch(popen.pid, kill_grace_s)
-    if os.name == "nt" and affinity:
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(popen.pid).cpu_affinity(list(affinity))
+    if os.name == "nt":
+        _guard.adopt(popen.pid)
+        if affinity:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(popen.pid).cpu_affinity(list(affinity))
     return popen
 
 
@@ -389,7 +389,6 @@ def run(
     finally:
         with _live_lock:
             _live.discard(popen.pid)
-        forget(popen.pid)
         reader.join(timeout=5)
         result = ProcResult(
             argv=argv,

@@ -23,7 +23,6 @@ from typing import IO
 
 import psutil
 
-from wgobuild import files
 from wgobuild.errors import Interrupted
 
 LOCK_NAME = "run.lock"
@@ -109,8 +108,13 @@ def hold(state_dir: Path, say: Callable[[str], None] | None = None) -> None:
         raise
     _held[state_dir] = handle
     me = psutil.Process()
-    with contextlib.suppress(OSError):  # the owner file only feeds the waiting message
-        files.write_text(state_dir / OWNER_NAME, json.dumps({"pid": me.pid, "started": me.create_time()}) + "\n")
+    data = (json.dumps({"pid": me.pid, "started": me.create_time()}) + "\n").encode()
+    with contextlib.suppress(OSError):  # only feeds the waiting message: a plain write (a reader retries a torn one)
+        fd = os.open(state_dir / OWNER_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
 
 def _stderr(line: str) -> None:

@@ -321,8 +321,6 @@ class Supervisor:
             if child is not None and child.poll() is None:  # an error or interrupt left the service running
                 stop_tree(child.pid, spec.grace_s, self._log)
                 child.wait()
-            if child is not None:
-                proc.forget(child.pid)
             files.remove(spec.stop_path)
             self._events.close()
 
@@ -366,7 +364,6 @@ class Supervisor:
                 polite = stop_tree(child.pid, spec.grace_s, self._log)
                 self._log(f"service stopped ({'gracefully' if polite else 'killed after the grace period'})")
             code = child.wait()
-            proc.forget(child.pid)
             for t in pumps:
                 t.join(timeout=5)
             for log in logs:

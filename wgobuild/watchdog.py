@@ -1,18 +1,18 @@
-"""The orphan watchdog (POSIX): when wgobuild ends by any means, SIGKILL included, its children's trees end too.
+"""The orphan watchdog (Linux): when wgobuild ends by any means, SIGKILL included, every process it started ends too.
 
-:mod:`wgobuild.proc` starts this file once per process, lazily at the first child, as ``python -I -S watchdog.py``
-(standard library only, so it imports neither site-packages nor wgobuild). Its stdin is a pipe whose only write end
-is held by wgobuild. Every child :func:`wgobuild.proc.spawn` starts leads its own session, hence its own process
-group, and the programs it starts (``go`` → ``compile``, ``link``) stay in that group. wgobuild writes one line per
-child:
+:mod:`wgobuild.proc` starts this file once per process, lazily at the first child, as
+``python -I -S watchdog.py TOKEN`` (standard library only: it imports neither site-packages nor wgobuild). Every
+child :func:`wgobuild.proc.spawn` starts carries ``WGOBUILD_GUARD=TOKEN`` in its environment (``TOKEN:GRACE`` for a
+child to be stopped politely, a ``serve`` service), and every program it starts inherits it: ``go`` → ``compile``,
+``link``, even one that leaves the process group or session. The watchdog's stdin is a pipe whose only write end is
+held by wgobuild; the kernel closes it when wgobuild ends. Then:
 
-- ``+PGID TICKS GRACE``: watch group PGID, whose leader started at TICKS (``-`` when unknown); on wgobuild's end stop
-  it with SIGKILL at once (GRACE 0) or SIGTERM, then SIGKILL after GRACE seconds;
-- ``-PGID``: the child was reaped; forget its group.
+- ``bye`` was written (wgobuild ended normally, having waited for all its children): nothing to do;
+- otherwise every live process marked with TOKEN gets SIGTERM (those with a GRACE) or SIGKILL, and after the
+  longest GRACE whatever is still marked gets SIGKILL. Processes are found by reading ``/proc/PID/environ``, so a
+  process started an instant before wgobuild died is found too, with no registration to race.
 
-When the pipe closes (the kernel closes it when wgobuild dies), every group still watched is stopped and the
-watchdog exits. A leader pid that now belongs to a process started at other TICKS was reused: that group is not
-ours and is left alone (Linux keeps a pid unused while its number is still a live process group's id).
+Nothing happens while wgobuild runs: the watchdog only waits on the pipe.
 """
 
 from __future__ import annotations
@@ -22,77 +22,89 @@ import signal
 import sys
 import time
 
+MARK = "WGOBUILD_GUARD"
 TYPE_CHECKING = False  # not typing's: importing typing (and re with it) would double this program's start-up
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 
-def start_ticks(pid: int) -> str:
-    """When ``pid`` started, in clock ticks since boot (Linux ``/proc``); ``""`` where that cannot be read."""
+def marked(token: str, proc_dir: str = "/proc") -> dict[int, float]:
+    """Live processes whose environment holds ``WGOBUILD_GUARD=token[:grace]``: pid -> grace seconds."""
+    prefix = f"{MARK}={token}".encode()
+    me = os.getpid()
+    found: dict[int, float] = {}
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
+        names = os.listdir(proc_dir)
     except OSError:
-        return ""
-    fields = data[data.rindex(b")") + 2 :].split()  # the command name may hold spaces and parentheses
-    return fields[19].decode() if len(fields) > 19 else ""
-
-
-def parse(lines: Iterable[bytes]) -> dict[int, tuple[str, float]]:
-    """Fold registration lines into the groups still watched: PGID -> (TICKS, GRACE)."""
-    groups: dict[int, tuple[str, float]] = {}
-    for raw in lines:
-        parts = raw.decode("ascii", "replace").split()
-        try:
-            if parts[0].startswith("+"):
-                groups[int(parts[0][1:])] = ("" if parts[1] == "-" else parts[1], float(parts[2]))
-            elif parts[0].startswith("-"):
-                groups.pop(int(parts[0][1:]), None)
-        except (ValueError, IndexError):
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == me:
             continue
-    return groups
+        try:
+            with open(f"{proc_dir}/{name}/environ", "rb") as handle:
+                entries = handle.read().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        for entry in entries:
+            if entry == prefix or entry.startswith(prefix + b":"):
+                grace = entry[len(prefix) + 1 :]
+                try:
+                    found[int(name)] = float(grace) if grace else 0.0
+                except ValueError:
+                    found[int(name)] = 0.0
+                break
+    return found
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def stop_groups(groups: dict[int, tuple[str, float]]) -> list[int]:
-    """Stop every watched group that is still ours; return the groups signalled."""
-    ours = {pgid: grace for pgid, (ticks, grace) in groups.items()
-            if not ticks or start_ticks(pgid) in ("", ticks)}
-    for pgid, grace in ours.items():
-        _signal(pgid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-    polite = [pgid for pgid, grace in ours.items() if grace > 0]
-    deadline = time.monotonic() + max((ours[p] for p in polite), default=0.0)
+def sweep(token: str, proc_dir: str = "/proc", rounds: int = 5) -> list[int]:
+    """Stop every process marked with ``token``; return the pids signalled."""
+    signalled: set[int] = set()
+    targets = marked(token, proc_dir)
+    polite = {pid: grace for pid, grace in targets.items() if grace > 0}
+    for pid in polite:
+        _signal(pid, signal.SIGTERM)
+        signalled.add(pid)
+    deadline = time.monotonic() + max(polite.values(), default=0.0)
     while polite and time.monotonic() < deadline:
         time.sleep(0.05)
-        polite = [pgid for pgid in polite if _group_alive(pgid)]
-    for pgid in ours:
-        _signal(pgid, signal.SIGKILL)
-    return sorted(ours)
+        polite = {pid: g for pid, g in marked(token, proc_dir).items() if pid in polite}
+    for _ in range(rounds):  # again until none is left: a marked process may fork while it is being killed
+        targets = marked(token, proc_dir)
+        if not targets:
+            break
+        for pid in targets:
+            _signal(pid, signal.SIGKILL)
+            signalled.add(pid)
+        time.sleep(0.02)
+    return sorted(signalled)
 
 
-def _signal(pgid: int, sig: int) -> None:
+def _signal(pid: int, sig: int) -> None:
     try:  # noqa: SIM105 - contextlib is not loaded at start-up
-        os.killpg(pgid, sig)
-    except OSError:  # the group is gone already
+        os.kill(pid, sig)
+    except OSError:  # gone already
         pass
 
 
-def main() -> int:
+def wait_for_end(lines: Iterable[bytes]) -> bool:
+    """Read the pipe until it closes; True when wgobuild said ``bye`` (it ended normally)."""
+    said_bye = False
+    for raw in lines:
+        said_bye = raw.strip() == b"bye"
+    return said_bye
+
+
+def main(argv: list[str]) -> int:
     for name in ("SIGINT", "SIGHUP"):  # a Ctrl-C or a closed terminal meant for wgobuild must not end the watch
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-    stop_groups(parse(sys.stdin.buffer))
+    if len(argv) != 2 or not argv[1]:
+        sys.stderr.write("usage: watchdog.py TOKEN\n")
+        return 2
+    if not wait_for_end(sys.stdin.buffer):
+        sweep(argv[1])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))
