@@ -166,7 +166,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 class _Guard:
-    """Makes children die with this process: the watchdog (Linux, other POSIX) or the kill-on-close job (Windows).
+    """Makes children die with this process: the watchdog (Linux) or the kill-on-close job (Windows); elsewhere
+    (macOS, BSD: no ``/proc/PID/environ`` to find marked processes by) children are stopped in order only.
 
     Started lazily at the first child, once per process; a process that never starts a child pays nothing, and a
     child costs one environment entry, nothing on the spawn path (``subprocess`` keeps its fast vfork path).
@@ -191,7 +192,7 @@ class _Guard:
                     with contextlib.suppress(OSError):
                         self._job = winjob.Job()
                 return
-            if self._pipe is not None and self._started_in == os.getpid():
+            if sys.platform != "linux" or (self._pipe is not None and self._started_in == os.getpid()):
                 return
             from wgobuild import watchdog
 
