@@ -19,7 +19,7 @@ from fixtures_go import run_doit, write_module
 
 from wgobuild import proc, progress
 
-LIVE = re.compile(r"^  +\d+\.\ds  (\S+)$")
+LIVE = re.compile(r"^  +\d+\.\ds  (\S+)(?:  .*)?$")
 
 
 def screen(raw: str) -> list[str]:
@@ -150,3 +150,19 @@ def test_plain_output_says_a_long_step_still_runs(monkeypatch: pytest.MonkeyPatc
     progress.close()
     assert re.search(r"^\[test\] still running \(\d+s\)$", out.getvalue(), re.MULTILINE), out.getvalue()
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+
+
+def test_a_live_line_shows_the_steps_last_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = FakeTerminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.delenv("CI", raising=False)
+    progress.start("image-platform:linux-amd64")
+    progress.start("test")
+    proc.echo("pulling: 3 layers, 12.0 of 40.0 MB", "image-platform:linux-amd64")
+    shown = screen(out.getvalue())
+    assert shown[0] == "[image-platform:linux-amd64] pulling: 3 layers, 12.0 of 40.0 MB"
+    assert re.fullmatch(r"  +\d+\.\ds  image-platform:linux-amd64  pulling: 3 layers, 12\.0 of 40\.0 MB", shown[1])
+    assert re.fullmatch(r"  +\d+\.\ds  test", shown[2]), shown
+    progress.finish("image-platform:linux-amd64")
+    progress.close()
+    assert [line for line in screen(out.getvalue()) if line] == [shown[0]], "nothing left below the output"

@@ -70,7 +70,7 @@ def echo(text: str, label: str | None = None) -> None:
 
     Goes through :func:`wgobuild.progress.write`: one lock for every line, below which live step lines are kept.
     """
-    progress.write(f"[{label}] {text}\n" if label else f"{text}\n")
+    progress.write(f"[{label}] {text}\n" if label else f"{text}\n", label)
 
 
 @contextlib.contextmanager

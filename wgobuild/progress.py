@@ -4,8 +4,9 @@ Every line wgobuild prints goes through :func:`write` (:func:`wgobuild.proc.echo
 under one lock, so lines of parallel steps never interleave mid-line.
 
 On a terminal (stdout is a TTY and ``CI`` is not ``true``) the steps that are running are shown below the output as
-live lines with their elapsed time (``  12.3s  test``), redrawn a few times a second: a cold compile, ``go test``,
-a pull or a push is never a silent wait. Elsewhere (a pipe, a file, CI) output stays plain lines, and a step that
+live lines with their elapsed time and last line of output (``  12.3s  image-platform:linux-amd64  pulling: 3
+layers, 12.0 of 40.0 MB``), redrawn a few times a second: a cold compile, ``go test``, a pull or a push is never a
+silent wait. Elsewhere (a pipe, a file, CI) output stays plain lines, and a step that
 runs long says so every :data:`PLAIN_EVERY_S` seconds.
 """
 
@@ -24,6 +25,7 @@ MAX_LINES = 6  # live lines shown at most; the rest is counted
 
 _lock = threading.RLock()
 _running: dict[str, float] = {}  # step -> monotonic start
+_detail: dict[str, str] = {}  # step -> its last output line, shown on its live line (pull/push progress)
 _said: dict[str, float] = {}  # plain mode: step -> when it last said "still running"
 _shown = 0  # live lines on screen now (the cursor sits at the end of the last one)
 _ticker: threading.Thread | None = None
@@ -58,9 +60,13 @@ def _windows_vt() -> bool:
         return False
 
 
-def write(text: str) -> None:
-    """Write ``text`` (whole lines) to stdout under the output lock, keeping the live lines below it."""
+def write(text: str, step: str | None = None) -> None:
+    """Write ``text`` (whole lines) to stdout under the output lock, keeping the live lines below it; a line of a
+    running ``step`` also becomes that step's live detail (``pulling: 3 layers, 12.0 of 40.0 MB``)."""
     with _lock:
+        if step is not None and step in _running:
+            last = text.strip().splitlines()[-1] if text.strip() else ""
+            _detail[step] = last.removeprefix(f"[{step}] ")
         out = sys.stdout
         if _shown:
             out.write(_erase())
@@ -88,6 +94,7 @@ def finish(step: str) -> None:
     with _lock:
         _running.pop(step, None)
         _said.pop(step, None)
+        _detail.pop(step, None)
         _redraw()
 
 
@@ -98,6 +105,7 @@ def close() -> None:
     with _lock:
         _running.clear()
         _said.clear()
+        _detail.clear()
         _redraw()
         ticker, _ticker = _ticker, None
     if ticker is not None and ticker is not threading.current_thread():
@@ -151,7 +159,8 @@ def _draw() -> str:
     width = max(20, shutil.get_terminal_size((100, 24)).columns - 1)
     now = time.monotonic()
     steps = sorted(_running.items(), key=lambda item: item[1])
-    lines = [f"  {now - started:6.1f}s  {step}"[:width] for step, started in steps[:MAX_LINES]]
+    lines = [f"  {now - started:6.1f}s  {step}{'  ' + _detail[step] if _detail.get(step) else ''}"[:width]
+             for step, started in steps[:MAX_LINES]]
     if len(steps) > MAX_LINES:
         lines.append(f"  … and {len(steps) - MAX_LINES} more"[:width])
     _shown = len(lines)
