@@ -12,7 +12,11 @@ store and base cache) is kept: it is what makes the next build fast, and it hold
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from wgobuild.config import Config
@@ -27,7 +31,7 @@ def clean(cfg: Config) -> list[str]:
     lines = []
     if out.exists():
         count = sum(1 for p in out.rglob("*") if not p.is_dir())
-        shutil.rmtree(out)
+        _rmtree(out)
         lines.append(f"removed {_shown(out, cfg)}/ ({count} file{'s' if count != 1 else ''})")
     else:
         lines.append(f"nothing to remove: {_shown(out, cfg)}/ does not exist")
@@ -40,8 +44,21 @@ def remove_state(cfg: Config) -> str:
     """Remove the state folder (after :func:`clean`): the next build starts from nothing."""
     if not cfg.state_dir.exists():
         return f"nothing to remove: {_shown(cfg.state_dir, cfg)}/ does not exist"
-    shutil.rmtree(cfg.state_dir)
+    _rmtree(cfg.state_dir)
     return f"removed {_shown(cfg.state_dir, cfg)}/ (build state and caches): the next build starts from nothing"
+
+
+def _rmtree(folder: Path) -> None:
+    """``shutil.rmtree`` that also removes read-only files (Windows refuses to delete those)."""
+
+    def writable_and_again(func: Callable[[str], object], path: str, _exc: object) -> None:
+        os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+        func(path)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(folder, onexc=writable_and_again)
+    else:
+        shutil.rmtree(folder, onerror=writable_and_again)
 
 
 def _shown(path: Path, cfg: Config) -> str:
