@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return doctor.run(Path(options.path))
         if args[:1] == ["clean"] and "--state" in args:
-            return clean_state([a for a in args if a != "--state"])
+            return clean_state()
         return run_doit(args)
     except WgobuildError as exc:
         print(f"wgobuild: {exc}", file=sys.stderr)
@@ -149,14 +149,14 @@ def _without_plugins(command: type[Any]) -> type[Any]:
     return Command
 
 
-def clean_state(args: list[str]) -> int:
-    """``wgobuild clean --state``: ``doit clean`` (-a by default), then the state folder too."""
+def clean_state() -> int:
+    """``wgobuild clean --state``: the whole output folder and the state folder (what ``doit clean -a`` plus
+    forgetting every step would do); the tasks need not be loaded."""
     from wgobuild import config, outputs
 
-    code = run_doit(args if len(args) > 1 else [*args, "-a"]) or 0  # doit's clean returns None when it worked
-    if code == 0:
-        print(outputs.remove_state(config.load(Path.cwd())))
-    return code
+    for line in outputs.clean(config.load(Path.cwd()), state=True):
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ KEPT = ("kept {state}/ (what was built and the base/blob cache: the next build i
         "`wgobuild clean --state` removes it too")
 
 
-def clean(cfg: Config) -> list[str]:
-    """Remove everything under the output folder and the folder itself; return the lines to print."""
+def clean(cfg: Config, state: bool = False) -> list[str]:
+    """Remove everything under the output folder and the folder itself (and the state folder with ``state``);
+    return the lines to print."""
     out = cfg.out_dir
     lines = []
     if out.exists():
@@ -35,17 +36,14 @@ def clean(cfg: Config) -> list[str]:
         lines.append(f"removed {_shown(out, cfg)}/ ({count} file{'s' if count != 1 else ''})")
     else:
         lines.append(f"nothing to remove: {_shown(out, cfg)}/ does not exist")
-    if cfg.state_dir.exists():
+    if state:
+        if cfg.state_dir.exists():
+            _rmtree(cfg.state_dir)
+            lines.append(f"removed {_shown(cfg.state_dir, cfg)}/ (build state and caches): the next build starts "
+                         "from nothing")
+    elif cfg.state_dir.exists():
         lines.append(KEPT.format(state=_shown(cfg.state_dir, cfg)))
     return lines
-
-
-def remove_state(cfg: Config) -> str:
-    """Remove the state folder (after :func:`clean`): the next build starts from nothing."""
-    if not cfg.state_dir.exists():
-        return f"nothing to remove: {_shown(cfg.state_dir, cfg)}/ does not exist"
-    _rmtree(cfg.state_dir)
-    return f"removed {_shown(cfg.state_dir, cfg)}/ (build state and caches): the next build starts from nothing"
 
 
 def _rmtree(folder: Path) -> None:
