@@ -204,6 +204,32 @@ def test_a_killed_holder_and_its_stale_owner_file_never_block(tmp_path: Path) ->
     assert not WAITING.search(result.output), result.output
 
 
+def test_a_state_folder_removed_by_its_holder_is_locked_anew(tmp_path: Path) -> None:
+    """``wgobuild clean --state`` removes .wgobuild/ under its own lock: the run that waited must lock the new file,
+    or a third run would find it free and build beside it."""
+    state, go_on = tmp_path / "state", tmp_path / "go-on"
+    wait_then_remove = (f"while not Path({str(go_on)!r}).exists():\n    time.sleep(0.05)\n"
+                        "import shutil\nshutil.rmtree(sys.argv[1])\nsys.exit(0)\n")
+    cleaner = HOLDER.replace("time.sleep(600)\n", wait_then_remove)
+    assert cleaner != HOLDER
+    started = [start([sys.executable, "-c", cleaner, str(state)], tmp_path)]
+    try:
+        started[0][1].wait_for("^held$")
+        started.append(start([sys.executable, "-c", HOLDER, str(state)], tmp_path))
+        started[1][1].wait_for(WAITING)
+        go_on.write_text("")
+        assert started[0][0].wait(30) == 0
+        started[1][1].wait_for("^held$")  # the waiter now holds the lock of the new .wgobuild/run.lock
+        assert (state / runlock.LOCK_NAME).is_file()
+        started.append(start([sys.executable, "-c", HOLDER, str(state)], tmp_path))
+        line = started[2][1].wait_for(WAITING)
+        assert line.startswith(f"waiting for another wgobuild run, pid {started[1][0].pid}, since "), line
+    finally:
+        for popen, _ in started:
+            popen.kill()
+            popen.wait()
+
+
 def test_hold_twice_in_one_process_returns_at_once(tmp_path: Path) -> None:
     said: list[str] = []
     runlock.hold(tmp_path / "state", say=said.append)

@@ -283,7 +283,7 @@ def spawn(
     killed after that many seconds. ``affinity`` (CPU numbers) and ``priority`` (a ``[limits].priority`` word) are
     set before the program runs: in the child before exec on POSIX; on Windows the priority class at creation and
     the affinity right after start (Popen cannot create a suspended process), before it has had a time slice to
-    speak of. The child's environment gains ``WGOBUILD_GUARD`` (the watchdog's mark, POSIX). :func:`run` uses it
+    speak of. The child's environment gains ``WGOBUILD_GUARD`` (the watchdog's mark, Linux). :func:`run` uses it
     for programs it waits for; the ``serve`` supervisor for the long-lived service it watches.
     """
     _guard.prepare()

@@ -91,21 +91,28 @@ def hold(state_dir: Path, say: Callable[[str], None] | None = None) -> None:
     state_dir = state_dir.resolve()
     if state_dir in _held:
         return
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(state_dir / LOCK_NAME, "a+b")  # noqa: SIM115 - held open until the process ends
+    said = False
     try:
-        if not _try_lock(handle):
-            found = _current_owner(state_dir)
-            who = f"pid {found[0]}, since {time.strftime('%H:%M:%S', time.localtime(found[1]))}" if found else \
-                "pid unknown"
-            (say or _stderr)(f"waiting for another wgobuild run, {who}")
-            _wait_lock(handle)
+        while True:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(state_dir / LOCK_NAME, "a+b")  # noqa: SIM115 - held open until the process ends
+            try:
+                if not _try_lock(handle):
+                    if not said:
+                        found = _current_owner(state_dir)
+                        who = (f"pid {found[0]}, since {time.strftime('%H:%M:%S', time.localtime(found[1]))}"
+                               if found else "pid unknown")
+                        (say or _stderr)(f"waiting for another wgobuild run, {who}")
+                        said = True
+                    _wait_lock(handle)
+            except BaseException:
+                handle.close()
+                raise
+            if _still_there(handle, state_dir / LOCK_NAME):
+                break
+            handle.close()  # the holder removed the state folder (`wgobuild clean --state`): lock the new file
     except KeyboardInterrupt:
-        handle.close()
         raise Interrupted("interrupted while waiting for another wgobuild run; nothing was built") from None
-    except BaseException:
-        handle.close()
-        raise
     _held[state_dir] = handle
     me = psutil.Process()
     data = (json.dumps({"pid": me.pid, "started": me.create_time()}) + "\n").encode()
@@ -115,6 +122,15 @@ def hold(state_dir: Path, say: Callable[[str], None] | None = None) -> None:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+
+def _still_there(handle: IO[bytes], path: Path) -> bool:
+    """Is the locked file still the one at ``path`` (not removed or replaced while this process waited)?"""
+    try:
+        ours, now = os.fstat(handle.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (ours.st_dev, ours.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _stderr(line: str) -> None:
