@@ -806,8 +806,12 @@ class VariantRun:
     divergences: list[Divergence] = field(default_factory=list)
     inc_seconds: list[float] = field(default_factory=list)
     clean_seconds: list[float] = field(default_factory=list)
-    failing_rounds: int = 0
+    exits: list[int] = field(default_factory=list)  # the from-scratch build's exit code, per round
     seconds: float = 0.0
+
+    @property
+    def failing_rounds(self) -> int:
+        return sum(code != 0 for code in self.exits)
 
 
 Sabotage = Callable[[Tree, int], None]  # (tree, round) -> None: spoils the incremental side only (negative controls)
@@ -852,7 +856,7 @@ def run_variant(variant: str, seed: int, edits: int, work: Path, *, mains: int =
         inc, cln = build_both(tree, clean_area, entries)
         outcome.inc_seconds.append(inc.seconds)
         outcome.clean_seconds.append(cln.seconds)
-        outcome.failing_rounds += cln.exit != 0
+        outcome.exits.append(cln.exit)
         diffs = compare(inc, cln)
         what = outcome.edits[-1] if round_no else "first build"
         log(f"[{variant} {round_no}/{edits}] {what}: exit {inc.exit}/{cln.exit}, {inc.seconds:.1f}s/"

@@ -87,7 +87,8 @@ def test_oracle_finds_no_divergence(tmp_path: Path, variant: str, seed: int) -> 
     run = oracle.run_variant(variant, seed, EDITS_PER_VARIANT, tmp_path, stop=True, log=lines.append)
     assert not run.divergences, "\n".join(lines)
     assert len(run.edits) == EDITS_PER_VARIANT
-    assert len(run.inc_seconds) == EDITS_PER_VARIANT + 1
+    # Not vacuous: the first build and most rounds succeed end to end (two runs that both crash agree on little).
+    assert run.exits[0] == 0 and run.exits.count(0) > len(run.exits) // 2, "\n".join(lines)
 
 
 def test_oracle_reports_a_stale_input(tmp_path: Path) -> None:
