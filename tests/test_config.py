@@ -81,8 +81,10 @@ def test_platform_parsing() -> None:
         "windows", "amd64", "ltsc2019", "windows-amd64-17763", ".exe")
     assert Platform.parse("windows/arm64").ltsc == "ltsc2022"
     assert Platform.parse("linux/arm64").key == "linux-arm64"
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(ValueError) as caught:
         Platform.parse("plan9/amd64")
+    assert str(caught.value) == ("'plan9/amd64' is not a supported platform; allowed: windows/amd64, windows/arm64, "
+                                 "linux/amd64, linux/arm64, linux/arm, darwin/amd64, darwin/arm64")
 
 
 def test_parse_size() -> None:

@@ -110,8 +110,11 @@ def test_corrupted_layout_blob(local_bases, tmp_path):
     with pytest.raises(OciError, match=r"digest mismatch.*corrupted or truncated"):
         base.ensure_blobs(BlobStore(config.state_dir))
     (layout / "index.json").write_text("{not json")
-    with pytest.raises(OciError, match="malformed"):
+    with pytest.raises(OciError) as caught:
         _resolve(tmp_path / "q", WIN22, windows_base=f"oci:{layout}")
+    assert str(caught.value) == (
+        f"base oci:{layout}: index.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 "
+        "column 2 (char 1)); the base is malformed: copy or pull it again from a trusted source")
     (layout / "index.json").unlink()
     with pytest.raises(OciError, match="not an OCI image layout"):
         _resolve(tmp_path / "r", WIN22, windows_base=f"oci:{layout}")

@@ -33,8 +33,10 @@ def test_digest_mismatch_leaves_nothing(tmp_path):
 def test_bad_digest_and_missing_blob(tmp_path):
     with pytest.raises(OciError, match="not a sha256 digest"):
         hex_of("sha256:../../etc/passwd")
-    with pytest.raises(OciError, match="missing"):
+    with pytest.raises(OciError) as caught:
         BlobStore(tmp_path).open(digest_of(b"absent"))
+    assert str(caught.value) == (f"blob {digest_of(b'absent')} is missing from {tmp_path / 'blobs' / 'sha256'}; "
+                                 "run the build again")
 
 
 def test_disk_full_message(tmp_path):

@@ -99,8 +99,11 @@ def test_basic_auth_registry(tmp_path, monkeypatch, auth_registry):
     (tmp_path / "bad" / "config.json").write_text(json.dumps(
         {"auths": {auth_registry.host: {"username": "tester", "password": "wrong"}}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "bad"))
-    with pytest.raises(RegistryError, match="denied"):
+    with pytest.raises(RegistryError) as caught:
         Client(auth_registry.host).get_manifest("auth/app", "t1")
+    host = auth_registry.host
+    assert str(caught.value) == (f"{host} denied manifest auth/app:t1 (HTTP 401): log in with 'docker login {host}' "
+                                 "(credentials are read from ~/.docker/config.json)")
 
 
 def test_anonymous_bearer_token_flow(token_registry, tmp_path, monkeypatch):

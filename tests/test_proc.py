@@ -50,8 +50,9 @@ def test_output_exit_code_and_lines() -> None:
 
 
 def test_check_raises_step_failed_with_output() -> None:
-    with pytest.raises(StepFailed, match="boom"):
+    with pytest.raises(StepFailed) as caught:
         proc.run([PY, "-c", "import sys; print('boom'); sys.exit(1)"], quiet=True, check=True, step="demo")
+    assert str(caught.value) == f"demo: {PY} -c import sys; print('boom'); sys.exit(1) ... exited with code 1\nboom"
 
 
 def test_missing_program_is_a_clear_error() -> None:
