@@ -10,7 +10,8 @@ What is written under ``dist/reports/`` (:meth:`RunReport.save`):
   so the figures of the last real build stay readable.
 * ``trace.json``: that same run in Chrome's trace-event format (open it in Perfetto or ``chrome://tracing``): one
   complete event per step on the worker thread that ran it, with its reason and figures.
-* ``runs/<time>-<pid>.json``: one small record per run, no-op runs included; the newest :data:`HISTORY` are kept.
+* ``runs/<time>-<pid>.json``: one small record per run, no-op runs included (``shortcut`` names the snapshot that
+  answered a no-op without doit); the newest :data:`HISTORY` are kept.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class RunReport:
         self._reasons: dict[str, str] = {}
         self._lock = threading.Lock()
         self.started = time.time()
+        self.shortcut = ""  # the no-op snapshot that answered this run without doit (wgobuild.fastpath), if any
 
     def because(self, step: str, reason: str) -> None:
         """Note why ``step`` runs (said before it runs; joined to its figures when they are recorded)."""
@@ -115,6 +117,7 @@ class RunReport:
             "finished": finished,
             "ran": {s.step: {"status": s.status, "wall_s": round(s.wall_s, 3), "reason": s.reason} for s in ran},
             "up_to_date": len(steps) - len(ran),
+            **({"shortcut": self.shortcut} if self.shortcut else {}),
         }
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started)) + f".{int(self.started * 1e6) % 10**6:06d}"
         path = folder / f"{stamp}-{os.getpid()}.json"

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import psutil
-
 from wgobuild.errors import Interrupted
 
 LOCK_NAME = "run.lock"
@@ -72,6 +70,8 @@ def owner(state_dir: Path) -> tuple[int, float] | None:
 def _current_owner(state_dir: Path) -> tuple[int, float] | None:
     """The holder as written beside the lock. A holder that took the lock an instant ago may not have written
     yet (the file then names a dead run): look again for a moment."""
+    import psutil  # imported only when waiting: the no-op shortcut (wgobuild.fastpath) takes the lock too
+
     deadline = time.monotonic() + 1.0
     while True:
         found = owner(state_dir)
@@ -114,8 +114,31 @@ def hold(state_dir: Path, say: Callable[[str], None] | None = None) -> None:
     except KeyboardInterrupt:
         raise Interrupted("interrupted while waiting for another wgobuild run; nothing was built") from None
     _held[state_dir] = handle
-    me = psutil.Process()
-    data = (json.dumps({"pid": me.pid, "started": me.create_time()}) + "\n").encode()
+    import psutil
+
+    _write_owner(state_dir, psutil.Process().create_time())
+
+
+def try_hold(state_dir: Path) -> bool:
+    """Take the run lock only when no other run holds it: no waiting, no message. True when it is held (for the
+    rest of this process's life, like :func:`hold`); the owner note gets the time it was taken."""
+    state_dir = state_dir.resolve()
+    if state_dir in _held:
+        return True
+    try:
+        handle = open(state_dir / LOCK_NAME, "a+b")  # noqa: SIM115 - held open until the process ends
+    except OSError:
+        return False
+    if not _try_lock(handle) or not _still_there(handle, state_dir / LOCK_NAME):
+        handle.close()
+        return False
+    _held[state_dir] = handle
+    _write_owner(state_dir, time.time())
+    return True
+
+
+def _write_owner(state_dir: Path, started: float) -> None:
+    data = (json.dumps({"pid": os.getpid(), "started": started}) + "\n").encode()
     with contextlib.suppress(OSError):  # only feeds the waiting message: a plain write (a reader retries a torn one)
         fd = os.open(state_dir / OWNER_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
