@@ -9,6 +9,7 @@ test can assert that another host never saw a credential.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import io
@@ -574,6 +575,29 @@ def test_the_child_measures_its_own_peak(tmp_path: Path) -> None:
 
 
 # --- in-process checks ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def fifo_watchdog(path: Path, after: float = 10.0) -> Iterator[None]:
+    """Should the code under test open the FIFO ``path`` to read (it must not), a writer opens and closes it after
+    ``after`` seconds: a regression then fails the test instead of hanging the suite."""
+    done = threading.Event()
+
+    def release() -> None:
+        if done.wait(after):
+            return
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            done.wait(0.2)
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _layout_base(tmp_path: Path, spec: str) -> Any:
     from fixtures_registry import oci_config
 
@@ -662,7 +686,8 @@ def test_layout_refuses_what_is_not_a_regular_file(kind: str, tmp_path: Path) ->
     elif kind == "folder":
         blob.mkdir()
     expected = "is missing" if kind == "missing" else "is not a regular file"
-    with pytest.raises(OciError, match=rf"blob {_sha(b'layer-bytes')} \(.*\) {expected}"):
+    guard = fifo_watchdog(blob) if kind == "fifo" else contextlib.nullcontext()
+    with guard, pytest.raises(OciError, match=rf"blob {_sha(b'layer-bytes')} \(.*\) {expected}"):
         _layout_base(tmp_path, f"oci:{layout}")
 
 
@@ -894,5 +919,6 @@ def test_an_archive_base_must_be_a_regular_file(kind: str, tmp_path: Path) -> No
     else:
         path.symlink_to("/dev/zero")
     expected = "a FIFO" if kind == "fifo" else "a device"
-    with pytest.raises(OciError, match=rf"{re.escape(str(path))} is {expected}, not a regular file"):
+    guard = fifo_watchdog(path) if kind == "fifo" else contextlib.nullcontext()
+    with guard, pytest.raises(OciError, match=rf"{re.escape(str(path))} is {expected}, not a regular file"):
         _layout_base(tmp_path, f"oci-archive:{path}")
