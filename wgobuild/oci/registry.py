@@ -308,8 +308,8 @@ class Client:
             return RegistryError(f"registry {self.registry}: {what}: invalid header ({exc})")
         return RegistryError(f"cannot reach registry {self.registry} (no network, or a wrong address)")
 
-    def _send(self, method: str, url: str, *, scope: str = "", retry_auth: bool = True,
-              body: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+    def _send(self, method: str, url: str, *, scope: str = "", body: Callable[[], Any] | None = None,
+              **kwargs: Any) -> Any:
         """One request (streamed) with retries on timeouts, 5xx and 429, and one round of authentication on a 401
         from the registry itself. The caller reads (bounded) and closes the response."""
         import requests
@@ -319,8 +319,7 @@ class Client:
         attempt, authed = 0, False
         while True:
             try:
-                response = self._request(method, url, extra, auth=self._auth_header(scope) if retry_auth else None,
-                                         body=body, **kwargs)
+                response = self._request(method, url, extra, auth=self._auth_header(scope), body=body, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 attempt += 1
                 if isinstance(exc, requests.exceptions.SSLError) or attempt >= RETRIES or (
@@ -331,7 +330,7 @@ class Client:
             except requests.RequestException as exc:
                 raise self._transport_error(exc, url) from None
             code = response.status_code
-            if code == 401 and retry_auth and not authed and origin_of(response.url) == self.origin:
+            if code == 401 and not authed and origin_of(response.url) == self.origin:
                 authed = True
                 if self._login(response, scope):
                     response.close()
