@@ -90,6 +90,18 @@ def test_doctor_finds_a_reachable_base(tmp_path: Path, seeded_bases: Any) -> Non
     assert line.startswith("ok") and seeded_bases.windows in line, result.stdout
 
 
+def test_doctor_reports_a_malformed_base_and_goes_on(tmp_path: Path) -> None:
+    from fixtures_go import copy_hello
+
+    root = copy_hello(tmp_path / "hello", windows_base='"evil@host/x"')
+    result = wgobuild(root, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if "Base windows/amd64" in x)
+    assert line.startswith("missing") and "evil@host/x" in line, result.stdout
+    assert any("Base linux/amd64" in x for x in result.stdout.splitlines())  # the next platform is still checked
+    assert result.stdout.rstrip().splitlines()[-1].endswith("builds go on with what is here (see above)")
+
+
 def _message_literals(path: Path) -> list[tuple[int, str]]:
     """(line, text) of every string literal in a module except docstrings."""
     import ast

@@ -58,8 +58,12 @@ def check_bases(root: Path) -> list[Check]:
         return [("Base images", False, f"no usable wgobuild.toml here ({exc})")]
     checks: list[Check] = []
     for platform in cfg.platforms:
-        spec = bases.base_spec(cfg, platform)
         what = f"Base {platform}"
+        try:
+            spec = bases.base_spec(cfg, platform)
+        except WgobuildError as exc:  # a malformed base is this platform's finding, not the end of doctor
+            checks.append((what, False, str(exc)))
+            continue
         if spec == "scratch":
             checks.append((what, True, "scratch (no base needed)"))
         elif spec.startswith(LOCAL_BASE_PREFIXES):
@@ -67,8 +71,8 @@ def check_bases(root: Path) -> list[Check]:
             path = path if path.is_absolute() else cfg.root / path
             checks.append((what, path.exists(), spec if path.exists() else f"{path} does not exist"))
         else:
-            ref = Reference.parse(spec)
             try:
+                ref = Reference.parse(spec)
                 found = Client(ref.registry, list(cfg.image.insecure_registries)).manifest_exists(
                     ref.repository, ref.ref)
                 problem = f"{spec}: no such image in the registry"
