@@ -249,6 +249,20 @@ def test_random_configs_load_or_fail_in_one_line(tmp_path: Path, doc: str | byte
         assert "\n" not in str(exc) and exc.exit_code == 2
 
 
+_PEAK = r"""
+import os, sys
+if os.name == "nt":
+    import psutil
+    peak = psutil.Process().memory_info().peak_wset
+elif os.path.exists("/proc/self/status"):  # VmHWM: this program's own peak; ru_maxrss keeps the parent's across exec
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    peak = int(line.split()[1]) * 1024
+else:
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+print(peak, worst)
+"""
+
 _BATCH = r"""
 import os, random, sys, tempfile, time
 from pathlib import Path
@@ -274,14 +288,20 @@ for i in range(400):
     except ConfigError as exc:
         assert "\n" not in str(exc), str(exc)
     worst = max(worst, time.perf_counter() - t0)
-if os.name == "nt":
-    import psutil
-    peak = psutil.Process().memory_info().peak_wset
-else:
-    import resource
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-print(peak, worst)
-"""
+""" + _PEAK
+
+
+def test_the_peak_measure_sees_a_big_child() -> None:
+    """Negative control of the memory bound: a child that touches 150 MiB reports a peak over 100 MiB, while a big
+    parent does not leak into a small child's figure."""
+    ballast = bytearray(120 * 1024 * 1024)  # the parent is big (touched, so resident): the small child must not
+    ballast[::4096] = b"1" * len(ballast[::4096])  # report it, as ru_maxrss would after fork and exec
+    big = "worst = 0\nx = bytearray(150 * 1024 * 1024)\nx[::4096] = b'1' * len(x[::4096])\n" + _PEAK
+    small = "worst = 0\n" + _PEAK
+    peaks = [int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                                check=True).stdout.split()[0]) for code in (big, small)]
+    del ballast
+    assert peaks[0] > 150 * 1024 * 1024 > 100 * 1024 * 1024 > peaks[1], peaks
 
 
 def test_hostile_configs_stay_within_time_and_memory_bounds() -> None:
