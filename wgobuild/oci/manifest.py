@@ -104,7 +104,7 @@ def image_config(base: dict[str, Any] | None, diff_id: str, app: AppSettings) ->
     else:
         env["PATH"] = ":".join([app.workdir, env.get("PATH") or "/usr/local/bin:/usr/bin:/bin"])
     env.update(app.env)
-    inner["Env"] = [f"{k}={v}" for k, v in env.items()]
+    inner["Env"] = [f"{k}={v}" for k, v in env.items()] or None  # none to add: keep it absent, as ko does
     inner["Entrypoint"] = app.entrypoint
     inner["Cmd"] = app.cmd or None
     inner["User"] = app.user
