@@ -16,12 +16,14 @@ doit created them (:func:`store`):
 * the image records, re-checked on use exactly as doit's up-to-date check does (:mod:`wgobuild.records`: an
   engine image that vanished, a daemonless output deleted, an engine that appeared).
 
-The next run with exactly those arguments (``image`` or none; anything else, ``--push``, ``-a``, another task, goes
-to doit) compares all of it (:func:`answer`) before doit is imported; when every stat matches it prints what doit
-would (the ``--`` line of each step, the run table's no-op line), adds the run to the history under
-``reports/runs/`` and exits 0. A snapshot is never taken from files that changed while the run that stores it was
-running: a source whose mtime is not older than the run's start (the run lock's owner note, written by the same
-file system clock) makes the run store nothing, so the next run goes through doit.
+The next run with those arguments (``image`` or none, with or without ``--continue``; anything else, ``--push``,
+``-a``, another task, goes to doit) compares all of it (:func:`answer`) before doit is imported; when every stat
+matches it prints what doit would (the ``--`` line of each step, the run table's no-op line), adds the run to the
+history under ``reports/runs/`` and exits 0. Any other doit command drops the snapshots (:func:`forget`).
+
+A snapshot is never taken from files that changed while the run that stores it was running: a source whose
+mtime is not older than the run's start (the run lock's owner note, written by the same file system clock) makes
+the run store nothing, so the next run goes through doit.
 
 This module imports only the standard library at load time: a no-op is answered in a few milliseconds.
 """
@@ -33,10 +35,10 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from wgobuild.errors import WgobuildError
 
@@ -55,8 +57,10 @@ def snapshot_path(state_dir: Path, entry: str) -> Path:
 
 
 def eligible(args: Sequence[str]) -> bool:
-    """Only the default run qualifies: ``image`` or no argument at all (options, other tasks go to doit)."""
-    return list(args) in ([], ["image"])
+    """Only the default run qualifies: ``image`` or no argument at all, optionally with ``--continue`` (which
+    changes nothing when nothing runs); other options and tasks go to doit."""
+    rest = [a for a in args if a not in ("--continue", "-c")]
+    return rest in ([], ["image"])
 
 
 def doit_args() -> list[str] | None:
@@ -136,21 +140,16 @@ def _holds(data: dict[str, Any]) -> bool:
 
 
 def _say(data: dict[str, Any], snapshot: Path) -> None:
-    from wgobuild.report import RunReport, StepFigures
+    from wgobuild import history
 
+    started = time.time()
     for line in data["stderr"]:
         print(line, file=sys.stderr)
-    run = RunReport()
-    run.shortcut = snapshot.name
-    out = []
-    for step in data["steps"]:
-        run.record(StepFigures(step=step, status="up-to-date"))
-        out.append(f"-- {step}\n")
-    out.append(run.table() + "\n")
-    sys.stdout.write("".join(out))
+    steps = data["steps"]
+    sys.stdout.write("".join(f"-- {step}\n" for step in steps) + history.NOTHING_TO_DO.format(steps=len(steps)) + "\n")
     sys.stdout.flush()
     with contextlib.suppress(OSError):  # the history is a convenience: a read-only folder must not fail a no-op
-        run.save(Path(data["reports_dir"]))
+        history.save(Path(data["reports_dir"]) / "runs", started, {}, len(steps), shortcut=snapshot.name)
 
 
 # -- what is compared ---------------------------------------------------------------------------------------------
@@ -210,20 +209,16 @@ def _walk(tops: Iterable[str], skip: set[str], plain: Iterable[str] = ()) -> dic
 # -- writing ------------------------------------------------------------------------------------------------------
 
 
-@dataclass
 class Run:
     """What a doit run that may store a snapshot knows before its tasks run (see :func:`begin`)."""
 
-    root: Path
-    entry: str
-    config_file: Path
-    out_dir: Path
-    records: list[str]
-    git: bool
-    stderr: list[str] = field(default_factory=list)
-    started_ns: int = 0
-    context: list[Any] = field(default_factory=list)
-    programs: dict[str, str | None] = field(default_factory=dict)
+    def __init__(self, root: Path, entry: str, config_file: Path, out_dir: Path, records: list[str], git: bool,
+                 stderr: list[str] | None = None) -> None:
+        self.root, self.entry, self.config_file, self.out_dir = root, entry, config_file, out_dir
+        self.records, self.git, self.stderr = records, git, stderr or []
+        self.started_ns = 0
+        self.context: list[Any] = []
+        self.programs: dict[str, str | None] = {}
 
 
 _RUN: Run | None = None
@@ -243,8 +238,7 @@ def begin(run: Run) -> None:
     _RUN = run
 
 
-@dataclass(frozen=True)
-class TaskSeen:
+class TaskSeen(NamedTuple):
     """One doit task as the reporter saw it: its name, whether it has actions, its inputs and outputs."""
 
     name: str

@@ -10,8 +10,8 @@ What is written under ``dist/reports/`` (:meth:`RunReport.save`):
   so the figures of the last real build stay readable.
 * ``trace.json``: that same run in Chrome's trace-event format (open it in Perfetto or ``chrome://tracing``): one
   complete event per step on the worker thread that ran it, with its reason and figures.
-* ``runs/<time>-<pid>.json``: one small record per run, no-op runs included (``shortcut`` names the snapshot that
-  answered a no-op without doit); the newest :data:`HISTORY` are kept.
+* ``runs/<time>-<pid>.json``: one small record per run, no-op runs included (:mod:`wgobuild.history`); the newest
+  :data:`HISTORY` are kept.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
-from wgobuild import files
-
-HISTORY = 20  # run records kept under reports/runs/
+from wgobuild import files, history
+from wgobuild.history import HISTORY as HISTORY
 
 
 @dataclass
@@ -50,7 +49,6 @@ class RunReport:
         self._reasons: dict[str, str] = {}
         self._lock = threading.Lock()
         self.started = time.time()
-        self.shortcut = ""  # the no-op snapshot that answered this run without doit (wgobuild.fastpath), if any
 
     def because(self, step: str, reason: str) -> None:
         """Note why ``step`` runs (said before it runs; joined to its figures when they are recorded)."""
@@ -83,7 +81,7 @@ class RunReport:
         ran = [s for s in self.steps if s.status != "up-to-date"]
         skipped = len(self.steps) - len(ran)
         if not ran:
-            return f"wgobuild: nothing to do, all {skipped} steps up to date."
+            return history.NOTHING_TO_DO.format(steps=skipped)
         rows = [("step", "status", "wall", "cpu", "peak rss", "why")]
         rows += [(s.step, s.status, f"{s.wall_s:.2f}s", f"{s.cpu_s:.2f}s",
                   human_size(s.peak_rss) if s.peak_rss else "-", s.reason or "-")  # peak RSS of programs run
@@ -111,20 +109,9 @@ class RunReport:
         return written
 
     def _save_history(self, folder: Path, finished: float, steps: Sequence[StepFigures]) -> Path:
-        ran = [s for s in steps if s.status != "up-to-date"]
-        record = {
-            "started": self.started,
-            "finished": finished,
-            "ran": {s.step: {"status": s.status, "wall_s": round(s.wall_s, 3), "reason": s.reason} for s in ran},
-            "up_to_date": len(steps) - len(ran),
-            **({"shortcut": self.shortcut} if self.shortcut else {}),
-        }
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started)) + f".{int(self.started * 1e6) % 10**6:06d}"
-        path = folder / f"{stamp}-{os.getpid()}.json"
-        files.write_text(path, json.dumps(record, indent=1) + "\n")
-        for old in sorted(folder.glob("*.json"))[:-HISTORY]:
-            old.unlink(missing_ok=True)
-        return path
+        ran = {s.step: {"status": s.status, "wall_s": round(s.wall_s, 3), "reason": s.reason}
+               for s in steps if s.status != "up-to-date"}
+        return history.save(folder, self.started, ran, len(steps) - len(ran))
 
 
 def trace_events(steps: Sequence[StepFigures], origin: float) -> list[dict[str, object]]:
