@@ -529,6 +529,6 @@ def request_stop(state_dir: Path, grace_s: float, wait_s: float = 15.0) -> str:
             return f"serve: stopped (supervisor pid {pid})"
         time.sleep(0.1)
     if pid != os.getpid():
-        proc.kill_tree(pid, grace_s=2.0)  # the reaper then stops the service's tree
+        proc.kill_tree(pid, grace_s=2.0)  # its watchdog then stops what is left of the service's tree
     return f"serve: supervisor pid {pid} did not stop in time; killed it and its tree"
 
