@@ -7,9 +7,16 @@
    nanoserver is reachable offline): cold (empty ``.wgobuild``: base blobs copied into the store, layer built)
    and warm (same binary: the layer comes from the content cache).
 3. Peak RSS of a separate process assembling the Windows image around a 100 MB binary.
+4. ko against wgobuild, side by side (samples interleaved, the order alternating): the windows/amd64 image of
+   ``examples/hello`` on the 40 MB synthetic Windows base pushed to a private ``docker-registry``. Each side is one
+   process doing the same work: compile the binary (same Go, same flags; Go's build cache warm for both), assemble
+   the image, push it to the registry (wgobuild with no local outputs, as ko). Cold: a fresh copy of the module and
+   a new repository (no state of either tool, the app layer not yet in the registry). Rebuild: the same again with
+   nothing changed (the binary relinks to the same bytes; the registry already holds every blob).
 
-Run: ``python bench/oci_image.py [--runs N] [--json OUT]``. Uses ``DOCKER_HOST`` (or /var/run/docker.sock) when an
-engine answers, else starts a private dockerd (vfs storage) the way the test suite does.
+Run: ``python bench/oci_image.py [--runs N] [--json OUT] [--only ko]``. Uses ``DOCKER_HOST`` (or
+/var/run/docker.sock) when an engine answers, else starts a private dockerd (vfs storage) the way the test suite
+does; ``--only ko`` runs part 4 alone (no engine needed). ko comes from ``go install github.com/google/ko@v0.19.1``.
 """
 
 from __future__ import annotations
@@ -118,15 +125,149 @@ def variant(binary: Path, folder: Path, i: int) -> Path:
     return target
 
 
+# --- 4. ko side by side -----------------------------------------------------------------------------------------
+WGOBUILD_CHILD = (
+    "import sys; from pathlib import Path; from wgobuild import config as c, gotool; "
+    "from wgobuild.image import ImageRequest; from wgobuild.oci.backend import OciBackend, publish; "
+    "root = Path(sys.argv[1]); cfg = c.load(root); p = cfg.platforms[0]; out = root / 'dist' / 'hello.exe'; "
+    "gotool.build(root, '.', p, out, cfg.project.version); "
+    "r = OciBackend(cfg).build(ImageRequest(cfg, p, {'hello': out}, cfg.image_repository + ':1.0', "
+    "cfg.project.version)); publish(cfg, [r], push=True)")
+
+
+def push_layout(url: str, repo: str, layout: Path) -> str:
+    """Push the single image of an OCI layout to ``url``/``repo`` as it is; its manifest digest."""
+    import requests
+
+    def blob(digest: str) -> None:
+        data = (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+        start = requests.post(f"{url}/v2/{repo}/blobs/uploads/", timeout=10)
+        start.raise_for_status()
+        location = start.headers["Location"]
+        location = location if location.startswith("http") else url + location
+        sep = "&" if "?" in location else "?"
+        requests.put(f"{location}{sep}digest={digest}", data=data, timeout=120,
+                     headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    data = (layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_bytes()
+    manifest = json.loads(data)
+    for descriptor in [manifest["config"], *manifest["layers"]]:
+        blob(descriptor["digest"])
+    requests.put(f"{url}/v2/{repo}/manifests/{entry['digest']}", data=data, timeout=10,
+                 headers={"Content-Type": manifest["mediaType"]}).raise_for_status()
+    return str(entry["digest"])
+
+
+def find_ko() -> Path:
+    for folder in (os.environ.get("GOBIN"), str(Path(os.environ.get("GOPATH") or Path.home() / "go") / "bin")):
+        if folder and (Path(folder) / "ko").is_file():
+            return Path(folder) / "ko"
+    found = shutil.which("ko")
+    if found is None:
+        raise SystemExit("ko not found: go install github.com/google/ko@v0.19.1")
+    return Path(found)
+
+
+def ko_comparison(work: Path, runs: int, base_layout: Path) -> dict[str, object]:
+    """Part 4: medians (wall and CPU of the whole process tree) of ko and wgobuild, cold and rebuild."""
+    import fixtures_registry
+
+    ko = find_ko()
+    registry_life = fixtures_registry._start("bench-registry", None)
+    registry = next(registry_life)
+    try:
+        base = f"{registry.host}/base/windows@{push_layout(registry.url, 'base/windows', base_layout)}"
+        env = {k: v for k, v in gotool.go_env_vars().items()
+               if k not in ("SOURCE_DATE_EPOCH", "KO_DATA_DATE_EPOCH", "GOFLAGS", "PYTHONDONTWRITEBYTECODE")}
+        (work / "docker").mkdir()
+        env.update(KO_GO_PATH=str(gotool.find_go()), DOCKER_CONFIG=str(work / "docker"))
+
+        def module(name: str, repository: str) -> Path:
+            root = work / name
+            shutil.copytree(REPO / "examples" / "hello", root, ignore=shutil.ignore_patterns("dist", ".wgobuild"))
+            (root / ".ko.yaml").write_text(json.dumps({"defaultBaseImage": base, "builds": [{
+                "id": "hello", "main": ".", "flags": ["-buildvcs=false"],
+                "ldflags": ["-s", "-w", "-buildid=", f"-X main.version={VERSION}"]}]}))
+            (root / "wgobuild.toml").write_text(
+                f'[project]\nname = "hello"\nversion = "{VERSION}"\n[[binaries]]\nname = "hello"\n'
+                f'[build]\nplatforms = ["windows/amd64:10.0.20348"]\n[image]\nbackend = "oci"\n'
+                f'windows_base = "{base}"\nrepository = "{registry.host}/{repository}"\ntag = "1.0"\n'
+                'outputs = []\n')
+            return root
+
+        def ko_build(root: Path, repository: str) -> proc.ProcResult:
+            return proc.run([ko, "build", "--bare", "--platform", "windows/amd64", "--sbom=none",
+                             "--insecure-registry", "."], cwd=root, quiet=True, check=True, step="ko build",
+                            env={**env, "KO_DOCKER_REPO": f"{registry.host}/{repository}"})
+
+        def wgobuild_build(root: Path) -> proc.ProcResult:
+            return proc.run([sys.executable, "-c", WGOBUILD_CHILD, root], cwd=root, env=env, quiet=True,
+                            check=True, step="wgobuild build")
+
+        def go_build(root: Path) -> proc.ProcResult:
+            """The floor both sides stand on: the same ``go build`` alone (wgobuild's argv, which ko matches)."""
+            platform = wconfig.Platform.parse("windows/amd64")
+            argv = gotool.build_argv(".", root / "go-alone.exe", VERSION, ldflags=[], tags=[], trimpath=True)
+            return proc.run(argv, cwd=root, env={**env, "GOOS": platform.os, "GOARCH": platform.arch}, quiet=True,
+                            check=True, step="go build")
+
+        ko_build(module("warmup-ko", "warmup/ko"), "warmup/ko")  # Go's build cache, warm for both sides
+        wgobuild_build(module("warmup-wgb", "warmup/wgb"))
+        samples: dict[str, list[proc.ProcResult]] = {k: [] for k in (
+            "ko_cold", "wgb_cold", "ko_re", "wgb_re", "go_re")}
+        for i in range(runs):
+            roots = {"ko": module(f"ko{i}", f"ko/c{i}"), "wgb": module(f"wgb{i}", f"wgb/c{i}")}
+            for phase in ("cold", "re"):
+                for side in ("ko", "wgb") if i % 2 == 0 else ("wgb", "ko"):
+                    done = ko_build(roots[side], f"ko/c{i}") if side == "ko" else wgobuild_build(roots[side])
+                    samples[f"{side}_{phase}"].append(done)
+            samples["go_re"].append(go_build(roots["wgb"]))
+        out: dict[str, object] = {}
+        for key, results in samples.items():
+            out[f"{key}_s"] = round(statistics.median(r.wall_s for r in results), 3)
+            out[f"{key}_cpu_s"] = round(statistics.median(r.cpu_s for r in results), 3)
+        for phase in ("cold", "re"):
+            for unit in ("s", "cpu_s"):
+                ratio = out[f"wgb_{phase}_{unit}"] / out[f"ko_{phase}_{unit}"]  # type: ignore[operator]
+                out[f"ratio_{phase}_{unit}"] = round(ratio, 2)
+        return out
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(registry_life)  # runs the fixture's clean-up: stops the registry, removes its storage
+
+
+def print_ko(figures: dict[str, object]) -> None:
+    print(f"| ko vs wgobuild, windows/amd64 (median of {figures['runs']}) | ko | wgobuild | ratio |")
+    print("|---|---|---|---|")
+    for phase, label in (("cold", "cold"), ("re", "rebuild, unchanged binary")):
+        for unit, name in (("s", "wall"), ("cpu_s", "CPU")):
+            print(f"| {label}, {name} | {figures[f'ko_{phase}_{unit}']:.3f} s | "
+                  f"{figures[f'wgb_{phase}_{unit}']:.3f} s | {figures[f'ratio_{phase}_{unit}']}x |")
+    print(f"| `go build` alone (same flags, warm cache), wall / CPU | {figures['go_re_s']:.3f} s / "
+          f"{figures['go_re_cpu_s']:.3f} s | | |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--only", choices=["ko"], help="run one part alone (ko: part 4, no engine)")
     options = parser.parse_args()
+    figures: dict[str, object] = {"runs": options.runs}
+    if options.only == "ko":
+        work = Path(tempfile.mkdtemp(prefix="wgb-ko-bench-"))
+        try:
+            figures.update(ko_comparison(work, options.runs, synthetic_windows_base(work / "winbase")))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print_ko(figures)
+        if options.json:
+            options.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
     stack = contextlib.ExitStack()
     stack.enter_context(running_engine())
     work = Path(tempfile.mkdtemp(prefix="wgb-oci-bench-"))
-    figures: dict[str, object] = {"runs": options.runs}
     try:
         binaries = compile_hello(work / "bin")
         linux = wconfig.Platform.parse("linux/amd64")
@@ -190,6 +331,9 @@ def main() -> int:
         peak = int(result.output.split()[-1]) * 1024
         figures.update(big_binary_mb=round(big.stat().st_size / 1e6, 1), big_peak_rss_mb=round(peak / 1e6, 1),
                        big_wall_s=round(result.wall_s, 2))
+
+        # 4. ko side by side
+        figures.update(ko_comparison(work / "ko", options.runs, base))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         stack.close()
@@ -201,6 +345,8 @@ def main() -> int:
     print(f"| windows/amd64, warm (cached layer) | {figures['windows_warm_s']:.3f} s |")
     print(f"| peak RSS, {figures['big_binary_mb']} MB binary | {figures['big_peak_rss_mb']} MB "
           f"({figures['big_wall_s']} s) |")
+    print()
+    print_ko(figures)
     if options.json:
         options.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
