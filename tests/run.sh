@@ -27,6 +27,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
 # Reference implementations the tests use as oracles, built from the Go module proxy once (pinned versions).
 peers="$(go env GOPATH)/bin"
 [ -x "$peers/crane" ] || GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
+[ -x "$peers/ko" ] || GOFLAGS= go install github.com/google/ko@v0.19.1
 ruff check .
 # Branch coverage of wgobuild/, child processes included (pyproject.toml [tool.coverage.run]); arguments go to
 # pytest, e.g. `bash tests/run.sh -k name --count 20 -x` to hunt a flaky test (pytest-repeat).
