@@ -34,6 +34,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +106,7 @@ def synthetic_windows_base(folder: Path, layer_mb: int = 40) -> Path:
     return folder
 
 
-def timed(action, runs: int) -> list[float]:
+def timed(action: Callable[[int], object], runs: int) -> list[float]:
     times = []
     for i in range(runs):
         start = time.perf_counter()
@@ -197,12 +198,12 @@ def ko_comparison(work: Path, runs: int, base_layout: Path) -> dict[str, object]
             return root
 
         def ko_build(root: Path, repository: str) -> proc.ProcResult:
-            return proc.run([ko, "build", "--bare", "--platform", "windows/amd64", "--sbom=none",
+            return proc.run([str(ko), "build", "--bare", "--platform", "windows/amd64", "--sbom=none",
                              "--insecure-registry", "."], cwd=root, quiet=True, check=True, step="ko build",
                             env={**env, "KO_DOCKER_REPO": f"{registry.host}/{repository}"})
 
         def wgobuild_build(root: Path) -> proc.ProcResult:
-            return proc.run([sys.executable, "-c", WGOBUILD_CHILD, root], cwd=root, env=env, quiet=True,
+            return proc.run([sys.executable, "-c", WGOBUILD_CHILD, str(root)], cwd=root, env=env, quiet=True,
                             check=True, step="wgobuild build")
 
         def go_build(root: Path) -> proc.ProcResult:
@@ -326,7 +327,8 @@ def main() -> int:
             '[project]\nname = "hello"\nversion = "1.0.0"\n[[binaries]]\nname = "hello"\npackage = "."\n'
             f'[build]\nplatforms = ["windows/amd64:10.0.20348"]\n[image]\nbackend = "oci"\n'
             f'windows_base = "oci:{base.as_posix()}"\n')
-        result = proc.run([sys.executable, "-c", script, REPO, big_cfg.root, big], quiet=True, check=True)
+        result = proc.run([sys.executable, "-c", script, str(REPO), str(big_cfg.root), str(big)], quiet=True,
+                          check=True)
         # The child's own high-water mark: on Linux, wait4's ru_maxrss also counts this (large) parent process.
         peak = int(result.output.split()[-1]) * 1024
         figures.update(big_binary_mb=round(big.stat().st_size / 1e6, 1), big_peak_rss_mb=round(peak / 1e6, 1),

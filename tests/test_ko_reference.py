@@ -194,7 +194,7 @@ def ko_build(ko: Path, base: str, host: str, work: Path) -> str:
     (work / "docker").mkdir()
     env = {**clean_env(), "KO_DOCKER_REPO": f"{host}/ko/hello", "KO_GO_PATH": str(gotool.find_go()),
            "DOCKER_CONFIG": str(work / "docker")}
-    done = proc.run([ko, "build", "--bare", "--platform", "windows/amd64", "--sbom=none", "--insecure-registry",
+    done = proc.run([str(ko), "build", "--bare", "--platform", "windows/amd64", "--sbom=none", "--insecure-registry",
                      "."], env=env, cwd=module, quiet=True, timeout=600)
     assert done.ok, done.output
     ref = done.output.strip().splitlines()[-1]
