@@ -15,6 +15,7 @@ may not unpack to more than ``bomb_limit`` of its size.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import lzma
@@ -52,6 +53,7 @@ class Base:
     fetch: Callable[[str, BlobStore], None] | None = None  # copy one blob into the store
     registry: Any = None  # registry.Reference when the base lives in a registry (for mounts)
     layers: list[dict[str, Any]] = field(default_factory=list)
+    digest: str = ""  # the base manifest's digest ("" for scratch and docker-save tars, which have none)
 
     def ensure_blobs(self, store: BlobStore) -> None:
         for layer in self.layers:
@@ -328,7 +330,8 @@ def _pick(source: _Source, platform: Platform, store: BlobStore) -> Base:
     if not matches(mf.platform_of(config), platform):
         raise OciError(f"base {source.name} is {describe(mf.platform_of(config))}, not {platform}")
     layers = list(doc["layers"])
-    return Base(source.name, mf.family_of(media), doc, config, source.fetch, getattr(source, "ref", None), layers)
+    return Base(source.name, mf.family_of(media), doc, config, source.fetch, getattr(source, "ref", None), layers,
+                "sha256:" + hashlib.sha256(data).hexdigest())
 
 
 def _walk(source: _Source, raw: bytes, platform: Platform, store: BlobStore) -> tuple[bytes, str]:
