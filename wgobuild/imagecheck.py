@@ -75,7 +75,7 @@ def check_windows_binaries(binaries: dict[str, Path], runtime: str, platform: st
     problems = [f"{binaries[name].name} imports {', '.join(missing)}"
                 for name, dlls in imports.items() if (missing := missing_dlls(dlls, runtime, available))]
     if problems:
-        where = "the base image's System32" if available is not None else f"{runtime} (docs/supply-chain.md)"
+        where = "the base image's System32" if available is not None else runtime
         raise StepFailed(
             f"image {platform}: " + "; ".join(problems) + f", which {where} does not have: the container would "
             "exit at once with 0xC0000135 (DLL not found). Build without cgo ([build] cgo = false), link the C "
