@@ -807,6 +807,7 @@ class VariantRun:
     inc_seconds: list[float] = field(default_factory=list)
     clean_seconds: list[float] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)  # the from-scratch build's exit code, per round
+    shortcuts: int = 0  # no-op re-runs answered by the no-op shortcut (wgobuild.fastpath) rather than by doit
     seconds: float = 0.0
 
     @property
@@ -858,6 +859,11 @@ def run_variant(variant: str, seed: int, edits: int, work: Path, *, mains: int =
         outcome.clean_seconds.append(cln.seconds)
         outcome.exits.append(cln.exit)
         diffs = compare(inc, cln)
+        if not diffs:  # the same again with nothing changed: doit's no-op, or the no-op shortcut (wgobuild.fastpath)
+            again = build(tree.mod, tree.env, entries[0])
+            diffs = [f"no-op run after it: {diff}" for diff in compare(again, cln)]
+            runs = sorted((tree.mod / "dist" / "reports" / "runs").glob("*.json"))
+            outcome.shortcuts += bool(runs) and "shortcut" in json.loads(runs[-1].read_text(encoding="utf-8"))
         what = outcome.edits[-1] if round_no else "first build"
         log(f"[{variant} {round_no}/{edits}] {what}: exit {inc.exit}/{cln.exit}, {inc.seconds:.1f}s/"
             f"{cln.seconds:.1f}s" + (f", {len(diffs)} DIFFERENCES" if diffs else ""))
@@ -916,6 +922,7 @@ def summary(runs: list[VariantRun]) -> str:
                      f"{inc:<19.2f} {cln:<13.2f} {r.seconds:.0f}s")
     total = sum(len(r.divergences) for r in runs)
     lines.append(f"total: {sum(len(r.edits) for r in runs)} edits, {total} divergences, "
+                 f"{sum(r.shortcuts for r in runs)} no-op re-runs answered by the shortcut, "
                  f"{sum(r.seconds for r in runs):.0f}s")
     return "\n".join(lines)
 
