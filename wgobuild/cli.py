@@ -5,18 +5,22 @@ This module only parses arguments and dispatches: each command lives in ``wgobui
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgobuild.errors import WgobuildError
+
+if TYPE_CHECKING:
+    import argparse
 
 _OWN_COMMANDS = ("init", "doctor")
 _OWN_FLAGS = (["-h"], ["--help"], ["--version"])
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse  # imported here: a no-op `wgobuild image` never parses arguments itself
+
     parser = argparse.ArgumentParser(
         prog="wgobuild",
         description="Build Go services into Windows and linux container images. Besides the commands below, "
@@ -56,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             return doctor.run(Path(options.path))
         if args[:1] == ["clean"] and "--state" in args:
             return clean_state()
-        return run_doit(args)
+        from wgobuild import fastpath
+
+        if fastpath.answer(Path.cwd(), "wgobuild", args):  # nothing to do: said without importing doit
+            return 0
+        return run_doit(args, entry="wgobuild" if fastpath.eligible(args) else None)
     except WgobuildError as exc:
         print(f"wgobuild: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -74,7 +82,7 @@ def version_line() -> str:
     return f"wgobuild {wgobuild.__version__} from {Path(wgobuild.__file__).parent} (Python {platform.python_version()})"
 
 
-def run_doit(args: list[str], root: Path | None = None) -> int:
+def run_doit(args: list[str], root: Path | None = None, entry: str | None = None) -> int:
     """Run a doit command on the tasks of the module at ``root`` (default: cwd).
 
     The user's doit config files are ignored and no third-party doit plugins are loaded: looking plugins up scans
@@ -89,7 +97,7 @@ def run_doit(args: list[str], root: Path | None = None) -> int:
     class Loader(TaskLoader2):
         def __init__(self) -> None:
             super().__init__()
-            self.namespace = task_creators(Path.cwd() if root is None else root)
+            self.namespace = task_creators(Path.cwd() if root is None else root, entry=entry)
 
         def load_doit_config(self) -> dict[str, Any]:
             doit_config: dict[str, Any] = self.namespace["DOIT_CONFIG"]
