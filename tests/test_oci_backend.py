@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -10,8 +11,9 @@ from fixtures_registry import VERSION, WINDOWS_VERSIONS, oci_config, skopeo
 
 from wgobuild import proc
 from wgobuild.config import Platform
-from wgobuild.errors import WgobuildError
-from wgobuild.image import ImageRequest, ImageResult, choose_backend
+from wgobuild.errors import ConfigError, WgobuildError
+from wgobuild.image import ImageRequest, ImageResult
+from wgobuild.imaging import choose_backend
 from wgobuild.oci import OciError
 from wgobuild.oci import manifest as mf
 from wgobuild.oci.backend import OciBackend, publish
@@ -71,7 +73,8 @@ def test_windows_image_config_and_layer(built, seeded_bases, index):
     assert cfg["os"] == "windows" and cfg["os.version"] == list(WINDOWS_VERSIONS.values())[index]
     inner = cfg["config"]
     assert inner["Entrypoint"] == ["C:\\app\\hello.exe"] and inner["User"] == "ContainerUser"
-    assert inner["WorkingDir"] == "C:\\app" and "PATH=C:\\app;C:\\Windows\\system32;C:\\Windows" in inner["Env"]
+    assert inner["WorkingDir"] == "C:\\app"
+    assert not [e for e in inner.get("Env") or [] if e.upper().startswith("PATH=")]  # the base's registry PATH rules
     assert inner["Labels"]["org.opencontainers.image.version"] == VERSION
     assert cfg["created"] == "2024-05-01T00:00:00Z"  # the base's, without SOURCE_DATE_EPOCH
     assert len(cfg["rootfs"]["diff_ids"]) == 2 and len(cfg["history"]) == 2
@@ -213,5 +216,24 @@ def test_custom_workdir_and_bad_workdir(tmp_path, oci_binaries):
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(store.read(manifest["layers"][0]["digest"])))) as tar:
         assert tar.getnames() == ["Files", "Files/svc", "Files/svc/bin", "Files/svc/bin/hello.exe", "Hives"]
     bad = oci_config(tmp_path / "b", ["linux/amd64"], outputs=[], workdir="/app/../etc")
-    with pytest.raises(OciError, match=r"\[image\].workdir"):
+    with pytest.raises(ConfigError, match=r"\[image\]\.workdir: '/app/\.\./etc': name a folder of the app's own"):
         OciBackend(bad).build(ImageRequest(bad, bad.platforms[0], {"hello": oci_binaries["linux"]}, "h:1", VERSION))
+
+
+@pytest.mark.parametrize(("workdir", "words"), [
+    ("D:\\app", "Windows containers have a C: drive only"),  # the layer format can only place files on C:
+    ("C:\\Windows\\app", "lies under C:\\Windows, a folder of the base image"),  # would re-declare C:\Windows
+    ("c:\\users\\svc", "lies under C:\\users, a folder of the base image"),
+    ("C:\\", "name a folder of the app's own"),
+])
+def test_windows_workdir_is_a_folder_of_its_own_on_c(tmp_path, oci_binaries, workdir, words):
+    """The daemonless image and the Dockerfile refuse the same folders, through the one check."""
+    from wgobuild import dockerfile
+
+    config = oci_config(tmp_path / "w", ["windows/amd64"], outputs=[], workdir=workdir,
+                        bases={"windows-amd64": "scratch"})
+    request = ImageRequest(config, config.platforms[0], {"hello": oci_binaries["windows"]}, "h:1", VERSION)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        OciBackend(config).build(request)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        dockerfile.render(config, config.platforms[0], VERSION)

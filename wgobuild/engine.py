@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT_S = 15.0
 API_TIMEOUT_S = 600.0  # inspect/tag/push calls; builds themselves have no read timeout (long RUN steps)
 _REPOSITORY = re.compile(
-    r"^(((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:\d+)?|[A-Za-z0-9-]+:\d+)/)?"
-    r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+    r"\A(((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:\d+)?|[A-Za-z0-9-]+:\d+)/)?"
+    r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*\Z"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a RUN step's stderr
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_TAG = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class EngineUnreachable(WgobuildError):
@@ -58,7 +58,7 @@ def engine_address() -> str:
         return host
     context = _current_context()
     if context is not None:
-        return context.Host
+        return str(context.Host)
     return "npipe:////./pipe/docker_engine" if os.name == "nt" else "unix:///var/run/docker.sock"
 
 
@@ -97,14 +97,15 @@ def connect(timeout: float = CONNECT_TIMEOUT_S) -> docker.DockerClient:
             f"cannot reach the Docker engine at {where}: {_reason(exc)}. Start Docker (Docker Desktop or dockerd), "
             "or point DOCKER_HOST (or 'docker context use') at a running engine."
         ) from None
-    client.api.timeout = API_TIMEOUT_S
+    client.api.timeout = int(API_TIMEOUT_S)
     return client
 
 
 def _reason(exc: BaseException) -> str:
     """A short cause instead of the SDK's nested exception text."""
     text = str(exc)
-    for marker, reason in (("FileNotFoundError", "no such socket"), ("No such file", "no such socket"),
+    for marker, reason in (("paramiko", "ssh:// needs the paramiko package: pip install 'docker[ssh]'"),
+                           ("FileNotFoundError", "no such socket"), ("No such file", "no such socket"),
                            ("Connection refused", "connection refused"), ("ConnectionRefused", "connection refused"),
                            ("timed out", "timed out"), ("Timeout", "timed out"), ("Permission denied",
                            "permission denied (is this user allowed to use the engine?)")):
@@ -215,7 +216,7 @@ def context_entries(config: Config, platform: Platform, docker_dir: Path,
     if config.image.style == "multistage":
         entries.update(dockerfile.source_files(config, platform))
     else:
-        for binary in config.binaries:
+        for binary in config.image_binaries:
             source = (binaries or {}).get(binary.name) or config.binary_path(binary, platform)
             entries[dockerfile.binary_arcname(config, binary, platform)] = Path(source)
     if platform.os == "windows" and config.image.runtime == "servercore":
@@ -235,7 +236,7 @@ def write_context(entries: dict[str, Path], fileobj: Any, executables: set[str] 
     if missing:
         raise WgobuildError("build context incomplete, missing: " + ", ".join(sorted(missing))
                             + "; run 'doit compile' (or 'doit image', which builds them first)")
-    start = fileobj.tell()
+    start = int(fileobj.tell())
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
         dirs: set[str] = set()
         for name in sorted(entries):
@@ -254,7 +255,7 @@ def write_context(entries: dict[str, Path], fileobj: Any, executables: set[str] 
             info.mode = 0o755 if name in executables else 0o644
             with open(path, "rb") as handle:
                 tar.addfile(info, handle)
-    return fileobj.tell() - start
+    return int(fileobj.tell()) - start
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -388,7 +389,7 @@ class EngineBackend:
         log_path = config.reports_dir / f"image-{platform.key}.log"
         start = time.time()
         with tempfile.TemporaryFile() as context:
-            executables = {dockerfile.binary_arcname(config, b, platform) for b in config.binaries}
+            executables = {dockerfile.binary_arcname(config, b, platform) for b in config.image_binaries}
             gzipped = wants_gzip(engine_address())
             if gzipped:  # a remote engine: fewer bytes over the network are worth the compression time
                 with gzip.GzipFile(fileobj=context, mode="wb", mtime=0) as packed:
@@ -585,3 +586,84 @@ def push(reference: str, client: docker.DockerClient | None = None) -> None:
         if own:
             client.close()
     proc.echo("pushed", label)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading a daemonless build
+
+
+def load_archive(archive: Path, platform: Platform) -> str | None:
+    """Load a docker-save tar (a daemonless build) into the engine, when one answers and runs ``platform``'s OS,
+    so that ``docker run`` and ``invoke run`` find the image. Returns the engine's address, or None when there is no
+    such engine (nothing to do). A local unix socket is spoken to with the standard library (no SDK import); other
+    hosts go through the SDK. An engine that answers but refuses the archive fails the step (StepFailed)."""
+    import json
+
+    socket_path = _local_socket()
+    if socket_path is not None:
+        if not os.path.exists(socket_path):
+            return None
+        status, body = _unix_request(socket_path, "GET", "/info")
+        if status is None:
+            return None
+        if status != 200 or json.loads(body or b"{}").get("OSType", "linux") != platform.os:
+            return None
+        with open(archive, "rb") as data:
+            status, body = _unix_request(socket_path, "POST", "/images/load?quiet=1", data,
+                                         {"Content-Type": "application/x-tar",
+                                          "Content-Length": str(archive.stat().st_size)}, timeout=API_TIMEOUT_S)
+        errors = [str(m.get("error")) for m in _json_lines(body) if m.get("error")]
+        if status != 200 or errors:
+            raise StepFailed(f"docker load of {archive} into {engine_address()} failed: "
+                             f"{errors[0] if errors else f'HTTP {status}'}")
+        return engine_address()
+    try:
+        client = connect()
+    except EngineUnreachable:
+        return None
+    with contextlib.closing(client):
+        if str(client.info().get("OSType", "linux")) != platform.os:
+            return None
+        import docker.errors
+
+        try:
+            with open(archive, "rb") as data:
+                client.images.load(data)
+        except docker.errors.DockerException as exc:
+            raise StepFailed(f"docker load of {archive} into {engine_address()} failed: {exc}") from None
+    return engine_address()
+
+
+def _unix_request(socket_path: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                  timeout: float = 5.0) -> tuple[int | None, bytes]:
+    """Status and body of one HTTP request on a unix socket; (None, b"") when nothing answers there."""
+    import http.client
+    import socket
+
+    class _Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(socket_path)
+
+    conn = _Connection("localhost", timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    except OSError:
+        return None, b""
+    finally:
+        conn.close()
+
+
+def _json_lines(body: bytes) -> list[dict[str, Any]]:
+    import json
+
+    found = []
+    for line in body.splitlines():
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                found.append(value)
+    return found

@@ -3,7 +3,8 @@
 Like ko's ``build``/``publish`` split: a backend turns one platform's compiled binaries into an image
 (:meth:`ImageBackend.build`), and says up front whether it can build that platform here
 (:meth:`ImageBackend.unavailable`). Selection by ``image.backend`` (``auto`` = engine when it can build the
-target, else oci) lives in :func:`choose_backend`.
+target, else oci) lives in :func:`wgobuild.imaging.choose_backend`: this module imports no backend, so both
+backends can import it without a cycle.
 """
 
 from __future__ import annotations
@@ -105,35 +106,9 @@ def rfc3339(epoch: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-class NoBackend(WgobuildError):
-    """No backend can build a platform here; the message says what to do."""
-
-
 def image_reference(config: Config, version: str, platform: Platform | None = None) -> str:
     """``repository:tag``; per-platform references get ``-<os>-<arch>[-<build>]`` appended to the tag."""
     tag = config.image.tag or version
     if platform is not None and len(config.platforms) > 1:
         tag = f"{tag}-{platform.key}"
     return f"{config.image_repository}:{tag}"
-
-
-def choose_backend(config: Config, platform: Platform) -> ImageBackend:
-    """Pick the configured backend; ``auto`` prefers the engine when it can build ``platform``."""
-    from wgobuild import engine  # imported here: the docker SDK is only loaded when an image is built
-    from wgobuild.oci import backend as oci_backend
-
-    wanted = config.image.backend
-    candidates: list[ImageBackend] = []
-    if wanted in ("auto", "engine"):
-        candidates.append(engine.EngineBackend(config))
-    if wanted in ("auto", "oci"):
-        candidates.append(oci_backend.OciBackend(config))
-    reasons = []
-    for backend in candidates:
-        reason = backend.unavailable(platform)
-        if reason is None:
-            return backend
-        if len(candidates) > 1:  # one line for both: the engine's first sentence, the daemonless backend's advice
-            reason = reason.split(". ")[0]
-        reasons.append(f"{backend.name}: {reason}")
-    raise NoBackend(f"cannot build the {platform} image here: " + "; ".join(reasons))

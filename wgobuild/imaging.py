@@ -9,16 +9,49 @@ says what to do; the rest of the run goes on.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wgobuild import files, proc
 from wgobuild.config import Config, Platform
+from wgobuild.errors import WgobuildError
+from wgobuild.records import engine_facts as engine_facts
+from wgobuild.records import stale_reason as stale_reason
+from wgobuild.records import still_present as still_present
 from wgobuild.report import human_size
 
 if TYPE_CHECKING:
-    from wgobuild.image import ImageResult
+    from wgobuild.image import ImageBackend, ImageResult
+
+
+class NoBackend(WgobuildError):
+    """No backend can build a platform here; the message says what to do."""
+
+
+def choose_backend(config: Config, platform: Platform) -> ImageBackend:
+    """Pick the configured backend. ``auto`` builds daemonless wherever the Dockerfile has no RUN step and the base
+    is reachable (prebuilt style on nanoserver, scratch or a registry base: a fraction of a second, where the
+    classic builder takes seconds) and uses the engine where only it can build (multistage, servercore's RUN steps,
+    a base only the engine holds); :func:`build_platform` then loads a daemonless image into the engine, if any."""
+    from wgobuild import engine  # imported here: the docker SDK is only loaded when an image is built
+    from wgobuild.oci import backend as oci_backend
+
+    wanted = config.image.backend
+    candidates: list[ImageBackend] = []
+    if wanted in ("auto", "oci"):
+        candidates.append(oci_backend.OciBackend(config))
+    if wanted in ("auto", "engine"):
+        candidates.append(engine.EngineBackend(config))
+    reasons: dict[str, str] = {}
+    for backend in candidates:
+        reason = backend.unavailable(platform)
+        if reason is None:
+            return backend
+        if len(candidates) > 1:  # one line for both: the engine's first sentence, the daemonless backend's advice
+            reason = reason.split(". ")[0]
+        reasons[backend.name] = f"{backend.name}: {reason}"
+    shown = [reasons[name] for name in ("engine", "oci") if name in reasons]
+    raise NoBackend(f"cannot build the {platform} image here: " + "; ".join(shown))
 
 
 def record_path(cfg: Config, platform: Platform) -> Path:
@@ -27,10 +60,18 @@ def record_path(cfg: Config, platform: Platform) -> Path:
 
 def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult:
     """Build one platform's image with the first backend that can; record an unavailable platform plainly."""
-    from wgobuild.image import ImageRequest, ImageResult, NoBackend, choose_backend, image_reference
+    from wgobuild import sbom
+    from wgobuild.image import ImageRequest, ImageResult, image_reference
 
     record = record_path(cfg, platform)
     files.remove(record)  # a failed build must not leave the previous record looking current
+    files.remove(sbom.image_path(cfg, platform))  # nor the previous image's SBOM
+    imports: dict[str, list[str]] = {}
+    if platform.os == "windows" and cfg.image.style != "multistage":  # what ships must run there: before building
+        from wgobuild import imagecheck
+
+        imports = imagecheck.check_windows_binaries({b.name: cfg.binary_path(b, platform) for b in cfg.image_binaries},
+                                                    cfg.image.runtime, str(platform))
     facts = engine_facts()  # what decided "no engine here": a change of any of them retries the platform
     try:
         backend = choose_backend(cfg, platform)
@@ -46,78 +87,32 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
     request = ImageRequest(
         config=cfg,
         platform=platform,
-        binaries={b.name: cfg.binary_path(b, platform) for b in cfg.binaries},
+        binaries={b.name: cfg.binary_path(b, platform) for b in cfg.image_binaries},
         reference=image_reference(cfg, version, platform),
         version=version,
     )
     result = backend.build(request)
+    if cfg.image.backend == "auto" and result.backend == "oci":
+        load_into_engine(result, platform)
+    result.extra["sbom"] = str(sbom.image_sbom(cfg, platform, result, version).path)
+    if imports:
+        result.extra["dll_imports"] = imports
     result.save(record)
     return result
 
 
-def still_present(record: Path) -> bool:
-    """doit ``uptodate`` check: the recorded image still exists where it was built (one cheap look, no build)."""
-    return stale_reason(record) is None
+def load_into_engine(result: ImageResult, platform: Platform) -> None:
+    """Under ``auto``: give the engine, when one runs ``platform``'s OS, the daemonless image (its docker-save tar),
+    so ``docker run`` and ``invoke run`` find it as if the engine had built it. No engine: nothing to do."""
+    from wgobuild import engine
 
-
-def stale_reason(record: Path, root: Path | None = None) -> str | None:
-    """Why the recorded image step must run again, or None when its record still holds.
-
-    Runs on every no-op run, so it reads the record's JSON directly instead of importing the image machinery:
-    an engine image is one inspect call, daemonless outputs are a stat each, and a platform recorded as "not built
-    here" compares the engine facts it saw (:func:`engine_facts`: environment, docker config, socket stat) with
-    today's, so it is retried when an engine appears or DOCKER_HOST/the docker context changes, with no network call.
-    """
-    try:
-        result = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return f"output missing: {_shown(record, root)}"
-    backend = result.get("backend")
-    if backend == "engine":
-        from wgobuild import engine
-
-        if engine.image_present(result["digest"]):
-            return None
-        return f"image {str(result['digest'])[:19]} is no longer on the engine"
-    if backend == "none":
-        before = result.get("extra", {}).get("facts")
-        now = engine_facts()
-        if before == now:
-            return None
-        changed = sorted(k for k in set(now) | set(before or {}) if (before or {}).get(k) != now.get(k))
-        return "retrying: " + ", ".join(_FACTS.get(k, k) for k in changed) + " changed since it could not be built"
-    # Daemonless outputs are files: present when every one written is still there.
-    missing = next((out for out in result.get("outputs", []) if Path(out).is_absolute() and not Path(out).exists()),
-                   None)
-    return None if missing is None else f"output missing: {_shown(Path(missing), root)}"
-
-
-_FACTS = {"docker_host": "DOCKER_HOST", "docker_context": "DOCKER_CONTEXT", "docker_config": "the docker context",
-          "socket": "the engine socket"}
-
-
-def engine_facts() -> dict[str, str]:
-    """What decides which engine wgobuild would reach, read without any network call: ``DOCKER_HOST``,
-    ``DOCKER_CONTEXT``, the docker CLI config's current context, and the stat of the local engine socket."""
-    host = os.environ.get("DOCKER_HOST", "")
-    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
-    try:
-        current = str(json.loads(config.read_text(encoding="utf-8")).get("currentContext", ""))
-    except (OSError, ValueError, AttributeError):
-        current = ""
-    if host.startswith("unix://"):
-        socket = host[len("unix://"):]
-    elif host or current or os.environ.get("DOCKER_CONTEXT"):
-        socket = ""  # a remote host or a context: its address is the fact
-    else:
-        socket = r"\\.\pipe\docker_engine" if os.name == "nt" else "/var/run/docker.sock"
-    try:
-        st = os.stat(socket) if socket else None
-        seen = f"{socket} {st.st_ino}:{st.st_mtime_ns}" if st else ""
-    except OSError:
-        seen = f"{socket} absent"
-    return {"docker_host": host, "docker_context": os.environ.get("DOCKER_CONTEXT", ""), "docker_config": current,
-            "socket": seen}
+    archive = next((Path(out) for out in result.outputs if out.endswith(".docker.tar")), None)
+    if archive is None:  # image.outputs without docker-archive: `invoke run` says what to do
+        return
+    where = engine.load_archive(archive, platform)
+    if where is not None:
+        result.extra["loaded"] = where
+        proc.echo(f"loaded into the engine at {where}", f"image-platform:{platform.key}")
 
 
 def unavailable_line(cfg: Config, platform: Platform, detail: str) -> str:
@@ -131,15 +126,6 @@ def unavailable_line(cfg: Config, platform: Platform, detail: str) -> str:
     base = cfg.base_source(platform)
     base = base if len(base) <= 60 else "…" + base[-59:]
     return f"needs {engine} or a reachable base ({base}): start one, set DOCKER_HOST, or image.{key}"
-
-
-def _shown(path: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return str(path)
 
 
 def load_saved(cfg: Config, reference: str, client: Any) -> Path | None:
@@ -192,6 +178,9 @@ def size_table(results: list[ImageResult]) -> str:
              for r in results if r.backend != "none"]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for r in results:  # what each Windows binary imports (checked against the runtime before the image was built)
+        if isinstance(imports := r.extra.get("dll_imports"), dict):
+            lines += [f"{r.platform}: {name} imports {', '.join(dlls)}" for name, dlls in sorted(imports.items())]
     unbuilt = [r for r in results if r.backend == "none"]
     lines += [f"{r.platform}: not built: {r.extra.get('unavailable', '')}" for r in unbuilt]
     if unbuilt:  # the record keeps the step up to date, so a no-op run never waits on the network again

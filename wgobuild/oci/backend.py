@@ -25,7 +25,9 @@ OCI_LABEL = "org.opencontainers.image."
 
 
 def workdir(config: Config, platform: Platform) -> str:
-    return config.image.workdir or ("C:\\app" if platform.os == "windows" else "/app")
+    from wgobuild.dockerfile import image_workdir
+
+    return image_workdir(config, platform)
 
 
 def images_dir(config: Config) -> Path:
@@ -70,9 +72,12 @@ class OciBackend:
         return None
 
     def build(self, request: ImageRequest) -> ImageResult:
-        built = assemble(request, self.base(request.platform), self.store, self.config.state_dir)
+        base = self.base(request.platform)
+        built = assemble(request, base, self.store, self.config.state_dir)
         outputs = write_local(self.config, request.platform.key, [built], built.reference, self.store)
-        return _result(built, request.platform, outputs)
+        result = _result(built, request.platform, outputs)
+        result.extra["base"] = {"source": base.source, "digest": base.digest}  # for the image SBOM
+        return result
 
 
 def assemble(request: ImageRequest, base: Base, store: BlobStore, state_dir: Path) -> Built:
@@ -84,11 +89,7 @@ def assemble(request: ImageRequest, base: Base, store: BlobStore, state_dir: Pat
     config, platform = request.config, request.platform
     windows = platform.os == "windows"
     wd = workdir(config, platform)
-    folder = wd.split(":", 1)[-1].replace("\\", "/").strip("/")
-    if not folder or ".." in folder.split("/"):
-        from wgobuild.oci import OciError
-
-        raise OciError(f"{config.path}: [image].workdir: {wd!r} must be an absolute folder such as C:\\app or /app")
+    folder = wd.split(":", 1)[-1].replace("\\", "/").strip("/")  # C:\app -> app (Files/app in the layer)
     content = {f"{folder}/{name}{platform.exe_suffix}": Path(path) for name, path in request.binaries.items()}
     epoch = source_date_epoch()
     blob = layer.build(store, state_dir / "oci" / "layers", content, windows=windows, mtime=epoch or 0)
@@ -184,7 +185,7 @@ def image_of(config: Config, result: ImageResult, store: BlobStore) -> Built:
     from wgobuild.oci.writers import Built
 
     platform = Platform.parse(result.platform)
-    plat = dict(result.extra.get("platform") or {})
+    plat = dict(found) if isinstance(found := result.extra.get("platform"), dict) else {}
 
     def fetch(digest: str, into: BlobStore) -> None:
         base = bases.resolve(config, platform, into)
@@ -195,4 +196,4 @@ def image_of(config: Config, result: ImageResult, store: BlobStore) -> Built:
         base.fetch(digest, into)
 
     return Built(result.reference, store.read(result.digest), str(result.extra["media_type"]), plat,
-                 dict(result.extra.get("mounts") or {}), fetch)
+                 dict(mounts) if isinstance(mounts := result.extra.get("mounts"), dict) else {}, fetch)
