@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wgobuild.config import Config, parse_size
+from wgobuild.config import Config, log_folder_problem, parse_size
 from wgobuild.errors import ConfigError, WgobuildError
 
 LABEL = "org.wgobuild.project"
@@ -206,7 +206,7 @@ def default_image(cfg: Config, engine_os: str, engine_arch: str, engine_os_versi
     matches = [p for p in cfg.platforms if p.os == engine_os and p.arch == arch]
     matches.sort(key=lambda p: p.os == "windows" and ".".join(p.windows_version.split(".")[:3]) != build)
     if matches:
-        return image_reference(cfg, gotool.project_version(cfg.root, cfg.project.version), matches[0])
+        return image_reference(cfg, gotool.ProjectInputs(cfg).image_version, matches[0])
     raise WgobuildError(f"run: no {engine_os}/{arch} platform in [build].platforms for this engine; add one or set "
                         "[run].image")
 
@@ -239,6 +239,10 @@ def run(cfg: Config, *, image: str = "", name: str = "", args: list[str] | None 
             folder = Path(cfg.run.log_dir) if Path(cfg.run.log_dir).is_absolute() else cfg.root / cfg.run.log_dir
             folder.mkdir(parents=True, exist_ok=True)
             log_source = str(folder.resolve())
+            # Checked again after mkdir and resolve: a link made since the config was read must not reach /etc.
+            problem = log_folder_problem(Path(log_source), cfg.root, cfg.out_dir, windows=os.name == "nt")
+            if problem:
+                raise ConfigError(cfg.path, "[run].log_dir", problem)
     the_plan = plan(cfg, engine_os=engine_os, engine_cpus=int(info.get("NCPU", 1)), image=image, name=name,
                     args=args, log_source=log_source)
     with contextlib.suppress(docker.errors.NotFound):

@@ -27,11 +27,15 @@ from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
-from wgobuild import config as config_mod
-from wgobuild import gotool, proc, progress, runlock
-from wgobuild.config import Config, Platform
-from wgobuild.errors import WgobuildError
-from wgobuild.report import RunReport, StepFigures, changed_inputs, changed_settings
+from wgobuild import fastpath
+
+fastpath.answer_doit()  # a no-op `doit image` ends here, before the rest of wgobuild loads (wgobuild/fastpath.py)
+
+from wgobuild import config as config_mod  # noqa: E402
+from wgobuild import gotool, proc, progress, runlock  # noqa: E402
+from wgobuild.config import Config, Platform  # noqa: E402
+from wgobuild.errors import WgobuildError  # noqa: E402
+from wgobuild.report import RunReport, StepFigures, changed_inputs, changed_settings  # noqa: E402
 
 RUN = RunReport()
 
@@ -204,10 +208,22 @@ class Reporter(ConsoleReporter):
     reports_dir: Path | None = None
     root: Path = Path()
 
+    def __init__(self, outstream: Any, options: Any) -> None:
+        super().__init__(outstream, options)
+        self.tasks: dict[str, Any] = {}
+        self.selected: list[str] = []
+        self.seen: list[str] = []  # steps with actions, as they ran or were skipped (for the no-op shortcut)
+        self.ok = True
+
+    def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        self.tasks, self.selected = tasks, list(selected_tasks)
+
     def write(self, text: str) -> None:
         progress.write(text)  # one lock for every line: parallel steps never interleave mid-line
 
     def execute_task(self, task: Any) -> None:
+        if task.actions:
+            self.seen.append(task.name)
         if task.actions and task.name[0] != "_":
             reason = why(task, self.root)
             RUN.because(task.name, reason)
@@ -218,12 +234,23 @@ class Reporter(ConsoleReporter):
         progress.finish(task.name)
 
     def add_failure(self, task: Any, fail: Any) -> None:
+        self.ok = False
         progress.finish(task.name)
         super().add_failure(task, fail)
 
     def skip_uptodate(self, task: Any) -> None:
+        if task.actions:
+            self.seen.append(task.name)
         super().skip_uptodate(task)
         RUN.record(StepFigures(step=task.name, status="up-to-date"))
+
+    def skip_ignore(self, task: Any) -> None:
+        self.ok = False
+        super().skip_ignore(task)
+
+    def runtime_error(self, msg: str) -> None:
+        self.ok = False
+        super().runtime_error(msg)
 
     def complete_run(self) -> None:
         progress.close()
@@ -231,6 +258,8 @@ class Reporter(ConsoleReporter):
         self.write(RUN.table() + "\n")
         if self.reports_dir is not None:
             RUN.save(self.reports_dir)
+        fastpath.store([fastpath.TaskSeen(t.name, bool(t.actions), tuple(t.file_dep), tuple(t.targets))
+                        for t in self.tasks.values()], self.selected, self.seen, self.ok and not self.failures)
 
 
 class Project:
@@ -238,55 +267,55 @@ class Project:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.version = gotool.project_version(cfg.root, cfg.project.version)
-        self.host = Platform.host()
-        build_platforms = {(p.os, p.arch): Platform(p.os, p.arch) for p in cfg.platforms}
-        if cfg.golden:
-            build_platforms.setdefault((self.host.os, self.host.arch), self.host)
-        self.build_platforms = list(build_platforms.values())
-        go = gotool.find_go()
-        try:
-            st = go.stat()
-            self.toolchain = f"{go}:{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            self.toolchain = str(go)
+        self.inputs = gotool.ProjectInputs(cfg)
+        self.host = self.inputs.host
+        self.build_platforms = self.inputs.build_platforms
 
     @functools.cached_property
-    def sources(self) -> tuple[dict[Platform, dict[str, list[str]]], gotool.SourceScan]:
-        """Per build platform, per binary: the module files it is built from; and the scan (one walk per run)."""
-        cfg = self.cfg
-        packages = {b.name: b.package for b in cfg.binaries}
-        return gotool.cached_dependencies(cfg.root, cfg.state_dir / "deps.json", packages, self.build_platforms,
-                                          cfg.build.tags, cfg.build.cgo, {str(cfg.out_dir), str(cfg.state_dir)})
+    def version(self) -> str:
+        """The images' version; says once per run why there is no git version, when there is none."""
+        if self.inputs.stamp.note:
+            print(f"wgobuild: {self.inputs.stamp.note}", file=sys.stderr)
+        return self.inputs.image_version
 
-    def deps(self, platform: Platform) -> dict[str, list[str]]:
-        return self.sources[0][Platform(platform.os, platform.arch)]
+    def prepare(self) -> None:
+        """Work out every input now (go env, go list, git), so that a failure ends the run with one message."""
+        self.inputs.dependencies  # noqa: B018
+        self.version  # noqa: B018
+
+    def build_settings(self, platform: Platform) -> dict[str, Any]:
+        """Toolchain version and the environment that changes what go build and go test produce."""
+        return self.inputs.toolchain.settings(platform.arch, self.cfg.build.cgo)
 
     # -- tasks ----------------------------------------------------------------------------------------------------
 
-    def task_compile(self) -> Iterator[dict]:
-        """Cross-compile every binary for every platform (CGO off, -trimpath, stripped, version stamped)."""
+    def task_compile(self) -> Iterator[dict[str, Any]]:
+        """Cross-compile every binary for every platform (CGO off, -trimpath, stripped, version stamped) and write
+        its SBOMs (SPDX, CycloneDX) into dist/sbom/."""
+        from wgobuild import sbom
+
         cfg, build = self.cfg, self.cfg.build
         for platform in self.build_platforms:
-            deps = self.deps(platform)
             for binary in cfg.binaries:
                 name = f"{binary.name}-{platform.os}-{platform.arch}"
                 output = cfg.binary_path(binary, platform)
-                settings = {"package": binary.package, "version": self.version, "ldflags": build.ldflags,
+                version = self.inputs.binary_version(binary.name, platform)
+                settings = {"package": binary.package, "version": version, "ldflags": build.ldflags,
                             "tags": build.tags, "cgo": build.cgo, "trimpath": build.trimpath,
-                            "toolchain": self.toolchain}
+                            "toolchain": self.build_settings(platform)}
+                if os.environ.get("SOURCE_DATE_EPOCH"):  # the SBOMs' creation time
+                    settings["sbom_epoch"] = os.environ["SOURCE_DATE_EPOCH"]
                 yield {
                     "name": name,
-                    "actions": [step(f"compile:{name}", gotool.build, cfg.root, binary.package, platform, output,
-                                     self.version, ldflags=build.ldflags, tags=build.tags, cgo=build.cgo,
-                                     trimpath=build.trimpath, label=f"compile:{name}")],
-                    "file_dep": deps[binary.name],
-                    "targets": [str(output)],
+                    "actions": [step(f"compile:{name}", sbom.compile_binary, cfg, binary, platform, version,
+                                     label=f"compile:{name}")],
+                    "file_dep": self.inputs.files(binary.name, platform),
+                    "targets": [str(output), *(str(p) for p in sbom.binary_paths(cfg, binary.name, platform))],
                     "uptodate": [config_changed(settings)],
                     "clean": True,
                 }
 
-    def task_test(self) -> dict:
+    def task_test(self) -> dict[str, Any]:
         """Run the Go tests (go test -json) and write dist/reports/junit.xml."""
         cfg, test = self.cfg, self.cfg.test
         junit = cfg.reports_dir / "junit.xml"
@@ -295,13 +324,14 @@ class Project:
         return {
             "actions": [step("test", lazy("gotest", "test"), cfg.root, test.packages, flags=test.flags,
                              timeout=test.timeout, tags=cfg.build.tags, cgo=cfg.build.cgo, junit=junit, label="test")],
-            "file_dep": self.sources[1].test_inputs,
+            "file_dep": self.inputs.test_files,
             "targets": [str(junit)],
-            "uptodate": [config_changed({"test": [test.packages, test.flags, test.timeout, self.toolchain]})],
+            "uptodate": [config_changed({"test": [test.packages, test.flags, test.timeout, cfg.build.tags,
+                                                  cfg.build.cgo, self.build_settings(self.host)]})],
             "clean": True,
         }
 
-    def task_golden(self) -> Iterator[dict]:
+    def task_golden(self) -> Iterator[dict[str, Any]]:
         """Run a built binary on an input file and compare its output with the expected file."""
         cfg = self.cfg
         yield {"name": None, "doc": "golden-output cases (binary < input == expected)"}
@@ -316,7 +346,7 @@ class Project:
                 "uptodate": [config_changed({"args": case.args})],
             }
 
-    def task_dockerfile(self) -> Iterator[dict]:
+    def task_dockerfile(self) -> Iterator[dict[str, Any]]:
         """Render the Dockerfile and .dockerignore of each platform into dist/docker/<platform>/."""
         from wgobuild import dockerfile
 
@@ -333,7 +363,7 @@ class Project:
                 "clean": True,
             }
 
-    def task_scripts(self) -> dict:
+    def task_scripts(self) -> dict[str, Any]:
         """Render the PowerShell scripts (harden, audit, rotate-logs, cleanup, service) into dist/powershell/."""
         from wgobuild import powershell
 
@@ -348,19 +378,18 @@ class Project:
             "clean": True,
         }
 
-    def task_image_platform(self) -> Iterator[dict]:
+    def task_image_platform(self) -> Iterator[dict[str, Any]]:
         """Build one image per platform (Docker Engine, or daemonless OCI where no engine can)."""
         from wgobuild import dockerfile, imaging
 
         cfg = self.cfg
         for platform in cfg.platforms:
             record = imaging.record_path(cfg, platform)
-            inputs = [str(cfg.binary_path(b, platform)) for b in cfg.binaries]
+            inputs = [str(cfg.binary_path(b, platform)) for b in cfg.image_binaries]
             inputs.append(str(dockerfile.docker_dir(cfg, platform) / "Dockerfile"))
             after = ["test", "golden"]
             if cfg.image.style == "multistage":  # compiled inside the builder stage: the Go sources are the input
-                inputs += sorted({f for files in self.deps(Platform(platform.os, platform.arch)).values()
-                                  for f in files})
+                inputs += sorted({f for b in cfg.binaries for f in self.inputs.files(b.name, platform)})
             if platform.os == "windows" and cfg.image.runtime == "servercore":
                 inputs += [str(p) for p in dockerfile.script_files(cfg).values()]
                 after.append("scripts")
@@ -376,7 +405,7 @@ class Project:
                 "clean": True,
             }
 
-    def task_image(self) -> dict:
+    def task_image(self) -> dict[str, Any]:
         """Publish the images as one tag (OCI layout, docker-save tar, registry push) and report their sizes."""
         from wgobuild import imaging
 
@@ -386,7 +415,7 @@ class Project:
         return {
             "actions": [step("image", imaging.publish, cfg, self.version)],
             "file_dep": records,
-            "task_dep": ["scripts"],
+            "task_dep": ["scripts", *self.unshipped_compiles],  # image = false binaries are built all the same
             "targets": [str(summary)],
             "params": [{"name": "push", "long": "push", "type": bool, "default": False,
                         "help": "push the image(s) to the registry of image.repository"}],
@@ -397,6 +426,12 @@ class Project:
         }
 
     # -- helpers --------------------------------------------------------------------------------------------------
+
+    @property
+    def unshipped_compiles(self) -> list[str]:
+        """Compile tasks of the ``image = false`` binaries: no image step needs them, ``doit image`` builds them."""
+        return [f"compile:{b.name}-{p.os}-{p.arch}" for p in self.build_platforms for b in self.cfg.binaries
+                if not b.image]
 
     def image_settings(self, platform: Platform) -> dict[str, Any]:
         return {"image": asdict(self.cfg.image), "version": self.version, "platform": str(platform),
@@ -439,18 +474,35 @@ def load_tasks(root: str | Path = ".", config_file: str | Path | None = None) ->
         caller = sys._getframe(1).f_globals.get("__file__")
         base = Path(caller).resolve().parent if caller else Path.cwd()
         root = base / root
-    return task_creators(root, config_file)
+    args = fastpath.doit_args()  # None unless this process is `doit` itself
+    if args is not None and fastpath.answer(Path(root), "doit", args, Path(config_file) if config_file else None):
+        raise SystemExit(0)  # nothing to do, said as doit would say it (see wgobuild.fastpath)
+    return task_creators(root, config_file, entry="doit" if args is not None and fastpath.eligible(args) else None)
 
 
-def task_creators(root: str | Path, config_file: str | Path | None = None) -> dict[str, Any]:
-    """``DOIT_CONFIG`` and the ``task_*`` creators, in the order doit should list them."""
+def task_creators(root: str | Path, config_file: str | Path | None = None,
+                  entry: str | None = None) -> dict[str, Any]:
+    """``DOIT_CONFIG`` and the ``task_*`` creators, in the order doit should list them. ``entry`` (``doit`` or
+    ``wgobuild``) names the command of a default run (``image``), whose no-op shortcut a fully successful run
+    refreshes; any other command (None) drops the shortcuts (see :mod:`wgobuild.fastpath`)."""
     try:
         cfg = config_mod.load(root, config_file)
         runlock.hold(cfg.state_dir)  # one run at a time: before doit opens its state DB and before git/go run
         project = Project(cfg)
+        project.prepare()
     except WgobuildError as exc:
         print(f"wgobuild: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    if entry is None:
+        fastpath.forget(cfg.state_dir)
+    else:
+        from wgobuild import imaging
+
+        note = project.inputs.stamp.note
+        fastpath.begin(fastpath.Run(
+            root=cfg.root, entry=entry, config_file=cfg.path, out_dir=cfg.out_dir,
+            records=[str(imaging.record_path(cfg, p)) for p in cfg.platforms],
+            git=cfg.project.version == "git", stderr=[f"wgobuild: {note}"] if note else []))
     proc.install_signal_handlers()
     creators = {
         "compile": project.task_compile,
