@@ -29,15 +29,15 @@ LINUX_USER = "65532:65532"  # the usual "nonroot" uid:gid of distroless images
 _SCRIPT_DIR = "C:\\wgobuild"
 
 _REFERENCE = re.compile(
-    r"^(((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:\d+)?|[A-Za-z0-9-]+:\d+)/)?"
+    r"\A(((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:\d+)?|[A-Za-z0-9-]+:\d+)/)?"
     r"[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
-    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?\Z"
 )
-_USER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})(:([A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10}))?$")
-_WINDOWS_DIR = re.compile(r"^[A-Za-z]:(\\[A-Za-z0-9_.-]+)*\\?$")
-_LINUX_DIR = re.compile(r"^/([A-Za-z0-9_.-]+/?)*$")
-_RELATIVE_FILE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-_LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?$")
+_USER = re.compile(r"\A([A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})(:([A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10}))?\Z")
+_WINDOWS_DIR = re.compile(r"\A[A-Za-z]:(\\[A-Za-z0-9_.-]+)*\\?\Z")
+_LINUX_DIR = re.compile(r"\A/([A-Za-z0-9_.-]+/?)*\Z")
+_RELATIVE_FILE = re.compile(r"\A[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\Z")
+_LABEL_KEY = re.compile(r"\A[a-z0-9]([a-z0-9._/-]*[a-z0-9])?\Z")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -121,6 +121,35 @@ def builder_image(config: Config, platform: Platform) -> str:
     return f"{reference}:{release}-windowsservercore-{platform.ltsc}"
 
 
+# Top-level folders of the Windows base images: the app layer may not put its folder under one of them, so it
+# only ever declares directories the base lacks (hcsshim's importer fails on a directory created twice).
+_WINDOWS_BASE_FOLDERS = {"windows", "users", "programdata", "program files", "program files (x86)", "perflogs"}
+
+
+def image_workdir(config: Config, platform: Platform) -> str:
+    """The folder the binaries go to inside the image (``[image].workdir``, default ``C:\\app`` or ``/app``).
+
+    Windows containers have one volume, C:, and the Windows layer format can only place files there; the folder
+    must be one of the app's own, not under a folder of the base (C:\\Windows\\app is refused).
+    """
+    windows = platform.os == "windows"
+    workdir = config.image.workdir or ("C:\\app" if windows else "/app")
+    example, key = ("C:\\app" if windows else "/app"), "[image].workdir"
+    if not (_WINDOWS_DIR if windows else _LINUX_DIR).fullmatch(workdir):
+        raise ConfigError(config.path, key, f"{workdir!r} is not an absolute {platform.os} folder such as {example} "
+                                            "(letters, digits, '.', '_', '-')")
+    parts = [p for p in re.split(r"[\\/]", workdir.split(":", 1)[-1]) if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ConfigError(config.path, key, f"{workdir!r}: name a folder of the app's own, such as {example}")
+    if windows and workdir[0].upper() != "C":
+        raise ConfigError(config.path, key, f"{workdir!r}: Windows containers have a C: drive only; use a folder "
+                                            f"of its own on C:, such as {example}")
+    if windows and parts[0].lower() in _WINDOWS_BASE_FOLDERS:
+        raise ConfigError(config.path, key, f"{workdir!r} lies under C:\\{parts[0]}, a folder of the base image: "
+                                            f"use a folder of its own, such as {example}")
+    return workdir
+
+
 def _relative(config: Config, path: Path, key: str) -> str:
     """A context-relative, forward-slash path that needs no quoting in a Dockerfile."""
     try:
@@ -136,17 +165,20 @@ def _relative(config: Config, path: Path, key: str) -> str:
 def build_labels(config: Config) -> dict[str, str]:
     """OCI labels known only when the image is built (passed through the API, so the Dockerfile stays stable):
     the git revision and, without ``SOURCE_DATE_EPOCH``, the creation time."""
-    from wgobuild import proc
+    from wgobuild import proc, programs
     from wgobuild.image import rfc3339, source_date_epoch
 
     labels: dict[str, str] = {}
     if source_date_epoch() is None:
         labels["org.opencontainers.image.created"] = rfc3339(None)
+    git = programs.find_program("git")  # from an absolute PATH folder, never a git.bat in the checkout
+    if git is None:  # git not installed: no revision label
+        return labels
     try:
-        result = proc.run(["git", "rev-parse", "HEAD"], cwd=config.root, quiet=True)
+        result = proc.run([git, "rev-parse", "HEAD"], cwd=config.root, quiet=True)
         if result.ok and re.fullmatch(r"[0-9a-f]{40,64}", result.output.strip()):
             labels["org.opencontainers.image.revision"] = result.output.strip()
-    except WgobuildError:  # git not installed: no revision label
+    except WgobuildError:
         pass
     return labels
 
@@ -177,7 +209,7 @@ def source_files(config: Config, platform: Platform) -> dict[str, Path]:
     """The module's own files the binaries are built from (``go list``): the context of a multistage build."""
     from wgobuild import gotool
 
-    packages = {b.name: b.package for b in config.binaries}
+    packages = {b.name: b.package for b in config.image_binaries}
     deps = gotool.list_dependencies(config.root, packages, platform, config.build.tags, config.build.cgo)
     found = {Path(p) for paths in deps.values() for p in paths}
     return {_relative(config, p, "binaries"): p for p in sorted(found)}
@@ -232,12 +264,7 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
     # go_image is checked even when unused, so a typo is caught before someone switches to multistage.
     go_base = builder_image(config, platform) if multistage else _image(config, "[image].go_image", image.go_image)
 
-    workdir = image.workdir or ("C:\\app" if windows else "/app")
-    if not (_WINDOWS_DIR if windows else _LINUX_DIR).match(workdir):
-        example = "C:\\app" if windows else "/app"
-        raise ConfigError(config.path, "[image].workdir",
-                          f"{workdir!r} is not an absolute {family} folder such as {example} "
-                          "(letters, digits, '.', '_', '-')")
+    workdir = image_workdir(config, platform)
     user = image.user or (WINDOWS_USER if windows else LINUX_USER)
     if not _USER.match(user):
         raise ConfigError(config.path, "[image].user", f"{user!r} is not a user name or uid[:gid]")
@@ -245,7 +272,7 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
     sep = "\\" if windows else "/"
     target = workdir.rstrip(sep)
     copies, builds, allow = [], [], []
-    for binary in config.binaries:
+    for binary in config.image_binaries:
         exe = f"{binary.name}{platform.exe_suffix}"
         if multistage:
             out = f"C:/out/{exe}" if windows else f"/out/{exe}"
@@ -255,7 +282,7 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
             source = binary_arcname(config, binary, platform)
             copies.append("COPY " + exec_form([source, f"{target}{sep}{exe}"]))
             allow.append(f"!{source}")
-    entry = f"{target}{sep}{config.binaries[0].name}{platform.exe_suffix}"
+    entry = f"{target}{sep}{config.entrypoint.name}{platform.exe_suffix}"
     if multistage:
         allow += ["!go.mod", "!go.sum", "!**/*.go", "**/*_test.go"]
 
@@ -279,7 +306,11 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
     if servercore:
         scripts = script_files(config)
         allow += [f"!{name}" for name in scripts]
-        calls = [f"& '{_SCRIPT_DIR}\\{n}'; if ($LASTEXITCODE) {{ exit $LASTEXITCODE }}" for n in SERVERCORE_SCRIPTS]
+        # No component-store clean-up in a container build: features disabled with -NoRestart leave a restart
+        # pending, DISM /ResetBase then fails (0x800f0806), and in a derived layer it copies files up instead.
+        args = {"cleanup.ps1": " -ComponentCleanup $false"}
+        calls = [f"& '{_SCRIPT_DIR}\\{n}'{args.get(n, '')}; if ($LASTEXITCODE) {{ exit $LASTEXITCODE }}"
+                 for n in SERVERCORE_SCRIPTS]
         hardening = _fill("Dockerfile.servercore-hardening.tmpl", {
             "scripts_copy": exec_form([*scripts, f"{_SCRIPT_DIR}\\"]),
             "scripts_run": "; ".join([*calls, f"Remove-Item -LiteralPath '{_SCRIPT_DIR}' -Recurse -Force"]),
@@ -323,7 +354,7 @@ def _go_build_argv(config: Config, binary: Binary, version: str, output: str) ->
         argv.append("-trimpath")
     if config.build.tags:
         argv.append("-tags=" + ",".join(config.build.tags))
-    ldflags = " ".join(["-s", "-w", f"-X main.version={version}", *config.build.ldflags])
+    ldflags = " ".join(["-s", "-w", "-buildid=", f"-X main.version={version}", *config.build.ldflags])
     package = binary.package if binary.package.startswith(".") else f"./{binary.package}"
     return [*argv, "-ldflags", ldflags, "-o", output, package]
 
@@ -410,7 +441,8 @@ def words(text: str, escape: str = "\\") -> list[str]:
     """Split and unquote like the engine's lexer: double quotes honour ``escape`` before ``"``/``$``/itself,
     single quotes are literal, unquoted ``escape`` escapes the next character."""
     result: list[str] = []
-    word, in_word, i = [], False, 0
+    word: list[str] = []
+    in_word, i = False, 0
     while i < len(text):
         ch = text[i]
         if ch.isspace():
