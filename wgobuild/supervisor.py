@@ -16,15 +16,17 @@ of wgobuild (see :mod:`wgobuild.proc`): politely first, killed after ``grace_s``
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import IO, Any
 
 import psutil
@@ -136,6 +138,28 @@ def describe_limits(spec: ServeSpec) -> list[str]:
     return lines
 
 
+def open_log(path: Path) -> IO[bytes]:
+    """``path`` opened for appending, never through a symbolic link (O_NOFOLLOW) and only as a regular file, so a
+    link planted in the log folder cannot make the supervisor append to another file. Windows has no O_NOFOLLOW: a
+    link is refused by a check just before opening."""
+    if os.name == "nt" and path.is_symlink():
+        raise WgobuildError(f"serve: {path} is a symbolic link; logs are never written through one: remove it")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o640)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WgobuildError(f"serve: {path} is a symbolic link; logs are never written through one: remove "
+                                "it") from None
+        raise WgobuildError(f"serve: cannot open the log {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WgobuildError(f"serve: {path} is not a regular file; remove it")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
+
+
 class RotatingLog:
     """Append-only log file rotated by size (``x.log`` -> ``x.log.1`` ... ``x.log.<keep>``); one writer thread."""
 
@@ -143,7 +167,7 @@ class RotatingLog:
         self.path, self.max_bytes, self.keep = path, max_bytes, keep
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._handle: IO[bytes] = open(path, "ab")  # noqa: SIM115 - held open for the service's life
+        self._handle: IO[bytes] = open_log(path)  # held open for the service's life
 
     def write(self, data: bytes) -> None:
         with self._lock:
@@ -162,7 +186,7 @@ class RotatingLog:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink()
-        self._handle = open(self.path, "ab")  # noqa: SIM115
+        self._handle = open_log(self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -267,7 +291,7 @@ def sample_tree(pid: int) -> _Sample:
     for p in _tree(root):
         with contextlib.suppress(psutil.Error), p.oneshot():
             out.rss += p.memory_info().rss
-            out.handles += p.num_handles() if os.name == "nt" else p.num_fds()
+            out.handles += getattr(p, "num_handles")() if os.name == "nt" else p.num_fds()  # noqa: B009 - Windows only
             times = p.cpu_times()
             out.cpu_s += times.user + times.system
             out.pids.append(p.pid)
@@ -286,7 +310,7 @@ class Supervisor:
         self.restarts = 0
         self._status: dict[str, Any] = {}
         self._last_write = 0.0
-        self._child: subprocess.Popen | None = None
+        self._child: subprocess.Popen[bytes] | None = None
 
     # -- public -------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -299,6 +323,7 @@ class Supervisor:
     def serve(self) -> int:
         """Supervise until stopped (returns 0) or the service exits 0 (returns 0); raise ServeGaveUp otherwise."""
         spec = self.spec
+        secure_state_dir(spec.state_dir, create=True)
         existing = read_status(spec.state_dir)
         if existing.get("alive"):
             raise WgobuildError(f"serve: already running under supervisor pid {existing['supervisor_pid']}; "
@@ -309,6 +334,7 @@ class Supervisor:
         me = psutil.Process()
         self._status = {
             "name": spec.name, "argv": spec.argv, "supervisor_pid": me.pid, "supervisor_created": me.create_time(),
+            "supervisor_cmdline": me.cmdline(),
             "started_at": time.time(), "restarts": 0, "state": "starting", "limits": describe_limits(spec),
             "logs": str(spec.log_dir),
         }
@@ -403,9 +429,9 @@ class Supervisor:
         return self._stopping()
 
     def _delay(self, failures: int) -> float:
-        return min(self.spec.backoff_initial_s * 2 ** (failures - 1), self.spec.backoff_max_s)
+        return float(min(self.spec.backoff_initial_s * 2 ** (failures - 1), self.spec.backoff_max_s))
 
-    def _start(self) -> tuple[subprocess.Popen, list[threading.Thread], list[RotatingLog]]:
+    def _start(self) -> tuple[subprocess.Popen[bytes], list[threading.Thread], list[RotatingLog]]:
         spec = self.spec
         child = self._child = _spawn(spec)
         self.starts += 1
@@ -436,7 +462,7 @@ class Supervisor:
         except psutil.Error:  # the service already ended: the loop reports that
             pass
 
-    def _watch(self, child: subprocess.Popen) -> str:
+    def _watch(self, child: subprocess.Popen[bytes]) -> str:
         """Poll the tree until it exits, breaks a cap or a stop is requested; return why."""
         spec = self.spec
         last_cpu, last_t = 0.0, time.monotonic()
@@ -468,28 +494,93 @@ def _pump(stream: IO[bytes] | None, log: RotatingLog) -> None:
         return
     with stream:
         for line in stream:  # keep draining even when the log cannot be written, or the service would block
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, WgobuildError):
                 log.write(line)
 
 
-def _alive(pid: int | None, created: float | None) -> bool:
-    if not pid:
+def _alive(pid: Any, created: Any, cmdline: Any = None) -> bool:
+    """Is ``pid`` still the process that was recorded: same create time and (when recorded) command line?"""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return False
     try:
         p = psutil.Process(pid)
-        return p.status() != psutil.STATUS_ZOMBIE and (created is None or abs(p.create_time() - created) < 0.01)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if created is not None and not (isinstance(created, int | float) and abs(p.create_time() - created) < 0.01):
+            return False
+        return cmdline is None or p.cmdline() == cmdline
     except psutil.Error:
         return False
 
 
+def secure_state_dir(state_dir: Path, create: bool = False) -> None:
+    """The folder of the status and stop files must be this user's alone: whoever can write the status file could
+    name any process for ``stop`` to signal. POSIX: owned by the user, not writable by group or others (refused),
+    tightened to 0700. Windows: the folder inherits the module's ACL (the checkout must be the admin's alone)."""
+    if create:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "nt":
+        return
+    try:
+        info = os.lstat(state_dir)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        raise WgobuildError(f"serve: {state_dir} is not a folder (a symbolic link?); remove it and run again")
+    if info.st_uid != os.geteuid():
+        raise WgobuildError(f"serve: {state_dir} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()}); "
+                            "run as its owner, or remove the folder")
+    if info.st_mode & 0o022:
+        raise WgobuildError(f"serve: {state_dir} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); "
+                            "anyone who can write it could make `stop` signal any process: chmod 700 it and check "
+                            "its files")
+    if info.st_mode & 0o077:
+        os.chmod(state_dir, 0o700)
+
+
+def is_supervisor_cmdline(cmdline: list[str]) -> bool:
+    """A wgobuild supervisor's command line: ``invoke ... serve`` or a Python process running wgobuild."""
+    names = {PureWindowsPath(arg).stem.lower() for arg in cmdline}
+    return ("serve" in cmdline and bool(names & {"invoke", "inv"})) or any("wgobuild" in arg for arg in cmdline)
+
+
+def signal_refusal(status: dict[str, Any]) -> str:
+    """Why the supervisor ``status`` names must not be signalled ("" when it may): never PID 1 or below, this
+    process or one of its ancestors, nor a process whose create time or command line differ from the recorded ones
+    or that is no wgobuild supervisor."""
+    pid = status.get("supervisor_pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        return f"pid {pid!r} is not a process wgobuild may signal"
+    me = psutil.Process()
+    try:
+        ancestors = {p.pid for p in me.parents()}
+    except psutil.Error:
+        ancestors = set()
+    if pid == me.pid or pid in ancestors:
+        return f"pid {pid} is this process or one of its ancestors"
+    if not isinstance(status.get("supervisor_created"), int | float) or not isinstance(
+            status.get("supervisor_cmdline"), list):
+        return f"the status file does not record pid {pid}'s create time and command line"
+    if not _alive(pid, status["supervisor_created"], status["supervisor_cmdline"]):
+        return f"pid {pid} is no longer the recorded supervisor (create time or command line differ)"
+    if not is_supervisor_cmdline(status["supervisor_cmdline"]):
+        return f"pid {pid} is not a wgobuild supervisor ({' '.join(status['supervisor_cmdline'])[:120]})"
+    return ""
+
+
 def read_status(state_dir: Path) -> dict[str, Any]:
     """The last status the supervisor wrote, plus ``alive`` (is that supervisor still running) and ``uptime_s``."""
+    secure_state_dir(state_dir)
     try:
         status = json.loads((state_dir / STATUS_NAME).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return {}
+    if not isinstance(status, dict):
+        return {}
     final = status.get("state") in ("stopped", "exited", "gave-up")
-    status["alive"] = not final and _alive(status.get("supervisor_pid"), status.get("supervisor_created"))
+    pid, cmdline = status.get("supervisor_pid"), status.get("supervisor_cmdline")
+    status["alive"] = not final and _alive(pid, status.get("supervisor_created"), cmdline) and (
+        pid == os.getpid() or not isinstance(cmdline, list) or is_supervisor_cmdline(cmdline))
     if not status["alive"] and not final:
         status["state"] = "dead (the supervisor is no longer running)"
     child_up = status.get("child_started_at") if status["alive"] and status.get("child_pid") else None
@@ -528,7 +619,8 @@ def request_stop(state_dir: Path, grace_s: float, wait_s: float = 15.0) -> str:
         if not read_status(state_dir).get("alive"):
             return f"serve: stopped (supervisor pid {pid})"
         time.sleep(0.1)
-    if pid != os.getpid():
-        proc.kill_tree(pid, grace_s=2.0)  # its watchdog then stops what is left of the service's tree
+    refusal = signal_refusal(read_status(state_dir) or status)
+    if refusal:
+        return f"serve: supervisor pid {pid} did not stop in time; not signalled: {refusal}"
+    proc.kill_tree(pid, grace_s=2.0)  # its watchdog then stops what is left of the service's tree
     return f"serve: supervisor pid {pid} did not stop in time; killed it and its tree"
-
