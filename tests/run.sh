@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   need=()
-  for pkg in docker.io docker-registry skopeo apache2-utils git graphviz python3-venv; do
+  for pkg in docker.io docker-registry skopeo apache2-utils git graphviz python3-venv gcc-mingw-w64-x86-64; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -29,6 +29,7 @@ peers="$(go env GOPATH)/bin"
 [ -x "$peers/crane" ] || GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
 [ -x "$peers/ko" ] || GOFLAGS= go install github.com/google/ko@v0.19.1
 ruff check .
+python3 -m mypy  # strict, over wgobuild/ (pyproject.toml [tool.mypy])
 # Branch coverage of wgobuild/, child processes included (pyproject.toml [tool.coverage.run]); arguments go to
 # pytest, e.g. `bash tests/run.sh -k name --count 20 -x` to hunt a flaky test (pytest-repeat).
 exec python3 -m pytest --cov=wgobuild --cov-branch --cov-report=term:skip-covered "$@"

@@ -58,10 +58,11 @@ def test_run_sh_stops_on_a_failed_install_and_passes_args_to_pytest(tmp_path: Pa
     if pip_rc == "1":
         assert result.returncode == 1, result.output
         assert lines[-1] == "ERROR: No matching distribution found for junitparser"
-        assert not [line for line in lines if line.startswith(("ruff ran", "pytest ran"))]
+        assert not [line for line in lines if line.startswith(("ruff ran", "mypy ran", "pytest ran"))]
     else:
         assert result.returncode == 0, result.output
         assert "ruff ran with: check ." in lines
+        assert "mypy ran with: -m mypy" in lines
         assert lines[-1] == ("pytest ran with: -m pytest --cov=wgobuild --cov-branch --cov-report=term:skip-covered "
                              "-k name --count 3")
     assert not [line for line in lines if "must not run" in line], lines
