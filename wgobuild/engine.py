@@ -130,7 +130,7 @@ def image_present(image_id: str) -> bool:
         return False
     socket_path = _local_socket()
     if socket_path is not None:
-        status = _unix_get(socket_path, f"/images/{image_id}/json")
+        status, _ = _unix_request(socket_path, "GET", f"/images/{image_id}/json")
         if status is not None:
             return status == 200
     try:
@@ -164,29 +164,6 @@ def _has_context_config() -> bool:
         return '"currentContext"' in config.read_text(encoding="utf-8")
     except OSError:
         return False
-
-
-def _unix_get(socket_path: str, path: str, timeout: float = 5.0) -> int | None:
-    """HTTP status of ``GET path`` on a unix socket, or None when nothing answers there."""
-    import http.client
-    import socket
-
-    class _Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(timeout)
-            self.sock.connect(socket_path)
-
-    conn = _Connection("localhost", timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except OSError:
-        return None
-    finally:
-        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
