@@ -67,15 +67,21 @@ Answer = Callable[[BaseHTTPRequestHandler], tuple[int, dict[str, str], bytes]]
 
 
 @contextlib.contextmanager
-def http_server(answer: Answer) -> Iterator[Any]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.answer, server.requests = answer, []  # type: ignore[attr-defined]
+def _serving(server: Any, answer: Answer) -> Iterator[Any]:
+    """Serve ``answer`` from ``server`` in a thread for the block, recording the requests it sees."""
+    server.answer, server.requests = answer, []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def http_server(answer: Answer) -> Iterator[Any]:
+    with _serving(ThreadingHTTPServer(("127.0.0.1", 0), _Recorder), answer) as server:
+        yield server
 
 
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -88,14 +94,10 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 
 @contextlib.contextmanager
 def unix_http_server(path: Path, answer: Answer) -> Iterator[Any]:
-    server = _UnixHTTPServer(str(path), _Recorder)
-    server.answer, server.requests = answer, []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield server
+        with _serving(_UnixHTTPServer(str(path), _Recorder), answer) as server:
+            yield server
     finally:
-        server.shutdown()
-        server.server_close()
         path.unlink(missing_ok=True)
 
 
