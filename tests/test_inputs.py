@@ -140,6 +140,21 @@ def test_vendored_files_are_the_inputs_in_vendor_mode(tmp_path: Path) -> None:
     assert tree.run_binary("worker") == "1.0.0 1 vendored"
     tree.assert_same_as_fresh(run)
 
+    # go.mod and vendor/modules.txt disagree: go list fails before any step, and the binaries built from the
+    # previous sources must not stay looking current.
+    modules = tree.top / "multi/vendor/modules.txt"
+    listed = modules.read_text()
+    modules.write_text("")
+    run = tree.doit()
+    assert run.returncode != 0 and "inconsistent vendoring" in run.output, run.output
+    assert "the binaries built from the previous sources were removed" in run.output
+    assert not list((tree.module / "dist/linux-amd64").iterdir())
+    assert not list((tree.module / "dist/images").glob("*.json"))
+    modules.write_text(listed)
+    run = tree.doit()
+    assert run.returncode == 0 and run.ran >= COMPILES, run.output
+    tree.assert_same_as_fresh(run)
+
 
 def test_embed_or_testdata_edit_that_fails_a_go_test_fails_the_run(tmp_path: Path) -> None:
     tree = Tree(tmp_path / "multi", write_module(tmp_path / "multi"), tmp_path)

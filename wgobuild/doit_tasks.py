@@ -283,6 +283,19 @@ class Project:
         self.inputs.dependencies  # noqa: B018
         self.version  # noqa: B018
 
+    def withdraw_outputs(self) -> None:
+        """Remove every binary, its SBOMs and the image records: what the sources can no longer be listed for
+        (go list failed) must not stay looking current, as a failed go build removes its binary."""
+        from wgobuild import files, imaging, sbom
+
+        for platform in self.build_platforms:
+            for binary in self.cfg.binaries:
+                for path in (self.cfg.binary_path(binary, platform), *sbom.binary_paths(self.cfg, binary.name,
+                                                                                        platform)):
+                    files.remove(path)
+        for platform in self.cfg.platforms:
+            files.remove(imaging.record_path(self.cfg, platform))
+
     def build_settings(self, platform: Platform) -> dict[str, Any]:
         """Toolchain version and the environment that changes what go build and go test produce."""
         return self.inputs.toolchain.settings(platform.arch, self.cfg.build.cgo)
@@ -489,9 +502,16 @@ def task_creators(root: str | Path, config_file: str | Path | None = None,
         cfg = config_mod.load(root, config_file)
         runlock.hold(cfg.state_dir)  # one run at a time: before doit opens its state DB and before git/go run
         project = Project(cfg)
-        project.prepare()
     except WgobuildError as exc:
         print(f"wgobuild: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    try:
+        project.prepare()
+    except WgobuildError as exc:
+        project.withdraw_outputs()
+        fastpath.forget(cfg.state_dir)
+        print(f"wgobuild: {exc}\nwgobuild: the binaries built from the previous sources were removed; fix the "
+              "error above and run again", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     if entry is None:
         fastpath.forget(cfg.state_dir)
