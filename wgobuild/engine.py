@@ -525,9 +525,9 @@ def remove_build_containers(since: float, containers: set[str], images: set[str]
 
     client = connect()
     removed: list[str] = []
-    quiet_since = time.monotonic()
+    quiet_since = give_up = time.monotonic()
     with contextlib.closing(client):
-        while time.monotonic() - quiet_since < settle_s:
+        while time.monotonic() - quiet_since < settle_s and time.monotonic() - give_up < 60:
             found = []
             for item in client.api.containers(all=True):
                 ident, image_id = item["Id"], str(item.get("ImageID", "")).removeprefix("sha256:")
@@ -536,8 +536,14 @@ def remove_build_containers(since: float, containers: set[str], images: set[str]
                 if ours and ident not in removed:
                     found.append(ident)
             for ident in found:
-                with contextlib.suppress(docker.errors.NotFound):
+                try:
                     client.api.remove_container(ident, force=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:
+                        raise
+                    continue  # 409: the engine is removing it itself (the build's rm); look again next round
                 removed.append(ident)
             if found:
                 quiet_since = time.monotonic()
