@@ -8,6 +8,7 @@ child still imports wgobuild from somewhere else.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -19,6 +20,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 sys.path.insert(0, str(HERE))
+# The Ctrl-C tests need SIGINT delivered, here and in every child (an ignored signal stays ignored across exec).
+# A harness may start the suite with SIGINT ignored, as a shell without job control starts a background job.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 pytest_plugins = ["services", "fixtures_go", "fixtures_docker", "fixtures_registry"]

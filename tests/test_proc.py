@@ -87,6 +87,26 @@ def test_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.skipif(os.name == "nt", reason="SIGHUP and inherited SIG_IGN are POSIX")
+def test_signals_ignored_at_start_stay_ignored() -> None:
+    """nohup ignores SIGHUP, a shell without job control starts background jobs with SIGINT ignored: wgobuild
+    keeps those choices and handles the rest."""
+    driver = ("import signal\nfrom wgobuild import proc\nproc.install_signal_handlers()\n"
+              "print([signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)])")
+
+    def start_with(disposition: signal.Handlers) -> subprocess.CompletedProcess[str]:
+        def inherited() -> None:  # what the child finds at start, whatever this process was started with
+            signal.signal(signal.SIGHUP, disposition)
+            signal.signal(signal.SIGINT, disposition)
+
+        return subprocess.run([PY, "-c", driver], capture_output=True, text=True, check=True, preexec_fn=inherited)
+
+    ignored = start_with(signal.SIG_IGN)
+    assert ignored.stdout.strip() == "[True, True, False]", ignored.stderr
+    plain = start_with(signal.SIG_DFL)
+    assert plain.stdout.strip() == "[False, False, False]", plain.stderr  # negative control: all handled
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_to_runner_stops_tree_and_exits_nonzero(tmp_path: Path, sig: signal.Signals) -> None:
     """A Python process using the runner gets Ctrl-C/SIGTERM: its children die with it, nothing is orphaned."""

@@ -142,13 +142,15 @@ def install_signal_handlers(handler: Callable[[int, object], None] | None = None
     task wiring reports as a failed step; worker threads of ``doit -P thread`` see it too, unlike a
     KeyboardInterrupt, which only reaches the main thread. A second signal raises KeyboardInterrupt.
     ``handler`` replaces that behaviour (the ``serve`` supervisor stops its service instead).
+    A signal ignored when wgobuild started stays ignored, as Python itself does for SIGINT: ``nohup`` ignores
+    SIGHUP and a shell without job control starts background jobs with SIGINT ignored, on purpose.
     Only the main thread may install handlers; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         return
     for name in ("SIGINT", "SIGTERM", "SIGBREAK", "SIGHUP"):
         sig = getattr(signal, name, None)
-        if sig is not None:
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(sig, handler or _on_signal)
 
