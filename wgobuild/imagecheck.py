@@ -12,8 +12,12 @@ instead, naming the DLL and what to do. The list of what nanoserver holds is :da
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wgobuild.errors import StepFailed
+
+if TYPE_CHECKING:
+    from wgobuild.config import Config, Platform
 
 # System32 DLLs of mcr.microsoft.com/windows/nanoserver (ltsc2019, ltsc2022) that executables import. API sets
 # (api-ms-win-*, ext-ms-win-*) are resolved by the loader and count as present.
@@ -82,3 +86,114 @@ def check_windows_binaries(binaries: dict[str, Path], runtime: str, platform: st
             "runtime statically (e.g. CGO_LDFLAGS='-static'), or use image.runtime = 'servercore' when the DLL "
             "is a Windows one")
     return imports
+
+
+# --- the base image's own System32 -------------------------------------------------------------------------------
+SYSTEM32 = "files/windows/system32/"  # compared lower case: Windows paths are case-insensitive
+MAX_LAYER_MEMBERS = 2_000_000  # tar members read from one base layer (nanoserver has ~10k, servercore ~100k)
+
+
+def layer_system32(path: Path, cache: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(DLL names added, names whited out) directly under ``Files/Windows/System32`` of one Windows layer blob,
+    lower case; cached in ``cache`` (one file per layer digest: a layer never changes)."""
+    import json
+    import tarfile
+
+    from wgobuild import files
+
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        return frozenset(data["dlls"]), frozenset(data["whiteouts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    dlls: set[str] = set()
+    gone: set[str] = set()
+    with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        for count, member in enumerate(tar):
+            if count >= MAX_LAYER_MEMBERS:
+                raise StepFailed(f"base layer {path.name}: more than {MAX_LAYER_MEMBERS} entries")
+            name = member.name.lower().lstrip("./")
+            if not name.startswith(SYSTEM32) or "/" in name[len(SYSTEM32):]:
+                continue
+            leaf = name[len(SYSTEM32):]
+            if leaf.startswith(".wh."):
+                gone.add(leaf[4:])
+            elif leaf.endswith(".dll") and not member.isdir():
+                dlls.add(leaf)
+    files.write_text(cache, json.dumps({"dlls": sorted(dlls), "whiteouts": sorted(gone)}))
+    return frozenset(dlls), frozenset(gone)
+
+
+def base_system32(cfg: Config, platform: Platform) -> frozenset[str] | None:
+    """The DLL names in the base image's own ``Files/Windows/System32`` when the daemonless backend has its layers
+    at hand (a local layout or archive, or a registry base in the blob cache; fetched first when the configured
+    local outputs need every base blob anyway), else None: the documented list decides. Engine and servercore
+    builds (the engine holds their base) and bases with no DLL under System32 give None too."""
+    image = cfg.image
+    if image.backend == "engine" or image.style == "multistage" or image.runtime == "servercore":
+        return None
+    import lzma
+    import tarfile
+    import zlib
+
+    from wgobuild.errors import WgobuildError
+    from wgobuild.oci import bases
+    from wgobuild.oci.blobs import BlobStore
+
+    store = BlobStore(cfg.state_dir)
+    try:
+        base = bases.resolve(cfg, platform, store)
+        if image.outputs:
+            base.ensure_blobs(store)
+    except WgobuildError:
+        return None  # the backend says what is wrong with the base when it builds
+    if not base.layers or not all(store.has(layer["digest"]) for layer in base.layers):
+        return None
+    names: set[str] = set()
+    try:
+        for layer in base.layers:
+            digest = str(layer["digest"])
+            added, gone = layer_system32(store.path(digest), cfg.state_dir / "oci" / "system32" /
+                                         f"{digest.split(':')[-1]}.json")
+            names = (names - gone) | added
+    except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError) as exc:
+        raise StepFailed(f"image {platform}: cannot list the base's System32: {exc}") from None
+    return frozenset(names) or None
+
+
+# --- everything that enters the image, checked before it is built -----------------------------------------------
+def image_inputs(cfg: Config, platform: Platform) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(files, executables) that enter ``platform``'s image or its build, shown relative to the module: the files
+    each shipped binary is built from (its packages' sources and ``//go:embed`` files, from the go list data the
+    compile steps use), the rendered Dockerfile and .dockerignore, the servercore scripts; and the binaries."""
+    from wgobuild import dockerfile, gotool, secrets
+
+    inputs = gotool.ProjectInputs(cfg)
+    entries = {secrets.shown_name(Path(p), cfg.root): Path(p)
+               for b in cfg.image_binaries for p in inputs.files(b.name, platform)}
+    folder = dockerfile.docker_dir(cfg, platform)
+    entries.update({secrets.shown_name(p, cfg.root): p for p in (folder / "Dockerfile", folder / ".dockerignore")
+                    if p.is_file()})
+    if platform.os == "windows" and cfg.image.runtime == "servercore":
+        entries.update({secrets.shown_name(p, cfg.root): p for p in dockerfile.script_files(cfg).values()})
+    binaries = {} if cfg.image.style == "multistage" else {
+        secrets.shown_name(cfg.binary_path(b, platform), cfg.root): cfg.binary_path(b, platform)
+        for b in cfg.image_binaries}
+    return entries, binaries
+
+
+def before_build(cfg: Config, platform: Platform) -> dict[str, list[str]]:
+    """The checks of what enters ``platform``'s image, before anything is built: the secret scan of every file
+    (:mod:`wgobuild.secrets`), and each Windows executable's DLLs against the base's own System32 when its layers
+    are at hand, else the documented list. Returns each binary's imported DLLs (none for linux or multistage)."""
+    from wgobuild import proc, secrets
+
+    entries, binaries = image_inputs(cfg, platform)
+    skipped: list[str] = []
+    secrets.check(f"image {platform}", entries, binaries, cfg.policy.allow_secrets, skipped)
+    for line in skipped:
+        proc.echo(line, f"image-platform:{platform.key}")
+    if platform.os != "windows" or cfg.image.style == "multistage":
+        return {}
+    exes = {b.name: cfg.binary_path(b, platform) for b in cfg.image_binaries}
+    return check_windows_binaries(exes, cfg.image.runtime, str(platform), base_system32(cfg, platform))

@@ -1,0 +1,145 @@
+"""Secrets never reach an image: real-looking keys made at test time, embedded with //go:embed in a generated
+module, fail `doit image` naming file, line and rule; the same module without them passes; the allowlist lets a
+false positive through. The detectors are detect-secrets' own plugins."""
+
+from __future__ import annotations
+
+import secrets as random
+import string
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fixtures_go import DODO, run_doit
+
+from wgobuild import config, secrets
+from wgobuild.errors import ConfigError, StepFailed
+
+
+def pem_private_key() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()
+
+
+def aws_key_id() -> str:
+    return "AKIA" + "".join(random.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+
+
+def github_token() -> str:
+    return "ghp_" + "".join(random.choice(string.ascii_letters + string.digits) for _ in range(36))
+
+
+MAIN = """package main
+
+import (
+\t_ "embed"
+\t"fmt"
+)
+
+//go:embed assets/key.pem
+var key string
+
+//go:embed assets/settings.ini
+var settings string
+
+func main() { fmt.Println(len(key), len(settings)) }
+"""
+
+
+def secret_module(root: Path, key: str, settings: str, allow: str = "") -> Path:
+    """A one-binary module for linux/amd64 (daemonless, from scratch) embedding two files."""
+    files = {
+        "go.mod": "module example.com/leaky\n\ngo 1.22\n",
+        "main.go": MAIN,
+        "assets/key.pem": key,
+        "assets/settings.ini": settings,
+        "dodo.py": DODO,
+        "wgobuild.toml": '[project]\nname = "leaky"\nversion = "1.0.0"\n\n[build]\nplatforms = ["linux/amd64"]\n\n'
+        '[test]\nenabled = false\n\n[[binaries]]\nname = "leaky"\n\n[image]\nbackend = "oci"\n'
+        f'outputs = ["oci-layout"]\n\n[policy]\nallow_secrets = [{allow}]\n',
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_embedded_keys_fail_the_image_step_and_the_allowlist_or_removing_them_passes(tmp_path: Path) -> None:
+    aws = aws_key_id()
+    root = secret_module(tmp_path / "leaky", pem_private_key(), f"[aws]\naws_access_key_id = {aws}\n")
+    record = root / "dist" / "images" / "linux-amd64.json"
+    failed = run_doit(root, "image")
+    assert failed.returncode != 0, failed.output
+    assert "image linux/amd64: secrets in files that would enter the image:\n" in failed.output, failed.output
+    assert "  assets/key.pem line 1: Private Key\n" in failed.output
+    assert "  assets/settings.ini line 2: AWS Access Key\n" in failed.output
+    assert ('[policy] allow_secrets = ["assets/key.pem:Private Key", "assets/settings.ini:AWS Access Key"] in '
+            "wgobuild.toml") in failed.output
+    assert "(in the executable's bytes)" not in failed.output, "a secret an embed put in the binary: named once"
+    assert aws not in failed.output, "the secret itself is never printed"
+    assert not record.exists() and not (root / "dist" / "images" / "linux-amd64").exists()
+
+    # The exact keys the failure printed let both through.
+    allow = '"assets/key.pem:Private Key", "assets/*.ini:AWS Access Key"'
+    secret_module(root, (root / "assets/key.pem").read_text(), (root / "assets/settings.ini").read_text(), allow)
+    allowed = run_doit(root, "image")
+    assert allowed.returncode == 0, allowed.output
+    assert record.is_file()
+
+    # Negative control: the same module without the secrets and without an allowlist passes.
+    clean = secret_module(tmp_path / "clean", "not a key\n", "[aws]\nregion = eu-west-1\n")
+    passed = run_doit(clean, "image")
+    assert passed.returncode == 0, passed.output
+    assert "secrets" not in passed.output
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    (pem_private_key(), "Private Key"),
+    (f"id={aws_key_id()}", "AWS Access Key"),
+    (f'token := "{github_token()}"', "GitHub Token"),
+    ("url = https://deploy:hunter2hunter2@git.example.com/x.git", "Basic Auth Credentials"),
+])
+def test_each_rule_finds_its_secret_and_plain_text_passes(text: str, rule: str) -> None:
+    found = secrets.scan_text("f.txt", "first line\n" + text + "\n")
+    assert [(f.name, f.line, f.rule) for f in found][:1] == [("f.txt", 2, rule)]
+    assert secrets.scan_text("f.txt", "first line\nAKIA is a prefix; ghp_ too; BEGIN PUBLIC KEY\n") == []
+
+
+def test_a_secret_only_the_executable_holds_is_named_and_one_an_entry_holds_is_named_once(tmp_path: Path) -> None:
+    key = pem_private_key()
+    exe = tmp_path / "svc.exe"
+    exe.write_bytes(b"MZ\x90\x00" + bytes(range(256)) + key.encode() + b"\x00" * 64)
+    with pytest.raises(StepFailed) as failed:
+        secrets.check("image windows/amd64", {}, {"dist/svc.exe": exe}, [])
+    assert "\n  dist/svc.exe: Private Key (in the executable's bytes)\n" in str(failed.value)
+    assert '[policy] allow_secrets = ["dist/svc.exe:Private Key"]' in str(failed.value)
+    embedded = tmp_path / "key.pem"
+    embedded.write_text(key)
+    with pytest.raises(StepFailed) as failed:
+        secrets.check("image windows/amd64", {"assets/key.pem": embedded}, {"dist/svc.exe": exe}, [])
+    assert "  assets/key.pem line 1: Private Key" in str(failed.value)
+    assert "svc.exe" not in str(failed.value)
+    assert secrets.check("x", {"assets/key.pem": embedded}, {"dist/svc.exe": exe},
+                         ["assets/*.pem:Private Key"])[0].key == "assets/key.pem:Private Key"
+
+
+def test_a_file_over_the_size_limit_is_skipped_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = tmp_path / "big.bin"
+    big.write_text(pem_private_key())
+    monkeypatch.setattr(secrets, "MAX_SCAN_BYTES", 100)
+    skipped: list[str] = []
+    assert secrets.check("x", {"big.bin": big}, {}, [], skipped) == []
+    assert skipped == ["big.bin: not scanned for secrets: larger than 0 MiB"]
+    monkeypatch.setattr(secrets, "MAX_SCAN_BYTES", 1 << 20)
+    with pytest.raises(StepFailed, match=r"big\.bin line 1: Private Key"):
+        secrets.check("x", {"big.bin": big}, {}, [], skipped)
+
+
+def test_an_allowlist_key_without_a_rule_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "main.go").write_text("package main\n\nfunc main() {}\n")
+    data = {"binaries": [{"name": "x"}], "policy": {"allow_secrets": ["certs/test.pem"]}}
+    with pytest.raises(ConfigError, match=r"\[policy\]\.allow_secrets\[0\]: 'certs/test\.pem': use "
+                                          r"'path-glob:rule' as the secret scan prints it"):
+        config.from_dict(data, tmp_path, tmp_path / "wgobuild.toml")

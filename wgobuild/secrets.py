@@ -1,0 +1,135 @@
+"""Secrets never reach an image: every file that enters one is scanned for private keys, cloud keys and tokens.
+
+The detectors are detect-secrets' own plugins (:data:`PLUGINS`), run in-process on each line: the precise ones
+(a private key's PEM header, an AWS key id, a GitHub/GitLab/Slack/Stripe/npm/PyPI/OpenAI token, a JSON Web Token,
+credentials in a URL, ...), not the entropy and keyword heuristics, which flag ordinary code. No plugin is ever
+asked to verify a finding (that would send it over the network). Each file is read up to :data:`MAX_SCAN_BYTES`;
+a larger one is skipped with one line. A finding fails the image step naming the file, the line and the rule, and
+the exact ``[policy] allow_secrets`` key that lets a false positive through (docs/supply-chain.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wgobuild.errors import StepFailed
+
+if TYPE_CHECKING:
+    from detect_secrets.plugins.base import BasePlugin
+
+MAX_SCAN_BYTES = 64 * 1024 * 1024  # a file larger than this is skipped (with one line); Go binaries are ~5-30 MB
+# detect-secrets plugins (module, class) that find credentials with few false positives.
+PLUGINS = (
+    ("private_key", "PrivateKeyDetector"), ("aws", "AWSKeyDetector"),
+    ("azure_storage_key", "AzureStorageKeyDetector"), ("github_token", "GitHubTokenDetector"),
+    ("gitlab_token", "GitLabTokenDetector"), ("slack", "SlackDetector"), ("stripe", "StripeDetector"),
+    ("jwt", "JwtTokenDetector"), ("npm", "NpmDetector"), ("pypi_token", "PypiTokenDetector"),
+    ("openai", "OpenAIDetector"), ("sendgrid", "SendGridDetector"), ("twilio", "TwilioKeyDetector"),
+    ("discord", "DiscordBotTokenDetector"), ("artifactory", "ArtifactoryDetector"),
+    ("mailchimp", "MailchimpDetector"), ("square_oauth", "SquareOAuthDetector"),
+    ("basic_auth", "BasicAuthDetector"),
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One secret: where (the file as shown, 1-based line), which rule (detect-secrets' secret type)."""
+
+    name: str
+    line: int
+    rule: str
+    secret: str
+    binary: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.name}: {self.rule} (in the executable's bytes)" if self.binary else (
+            f"{self.name} line {self.line}: {self.rule}")
+
+    @property
+    def key(self) -> str:
+        """The ``[policy] allow_secrets`` entry that lets this finding through."""
+        return f"{self.name}:{self.rule}"
+
+
+def _plugins() -> list[BasePlugin]:
+    import importlib
+
+    return [getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), cls)() for module, cls in PLUGINS]
+
+
+def scan_text(name: str, text: str, plugins: list[BasePlugin] | None = None) -> list[Finding]:
+    """The findings in ``text`` (shown as ``name``), line by line."""
+    found: list[Finding] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        for plugin in plugins if plugins is not None else _plugins():
+            found += [Finding(name, number, str(plugin.secret_type), secret)
+                      for secret in plugin.analyze_string(line)]
+    return found
+
+
+def scan_file(name: str, path: Path, plugins: list[BasePlugin]) -> list[Finding] | str:
+    """The findings in one file, or one line saying why it was skipped (too large, unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SCAN_BYTES + 1)
+    except OSError as exc:
+        return f"{name}: not scanned for secrets: {exc.strerror or exc}"
+    if len(data) > MAX_SCAN_BYTES:
+        return f"{name}: not scanned for secrets: larger than {MAX_SCAN_BYTES // (1024 * 1024)} MiB"
+    return scan_text(name, data.decode("latin-1"), plugins)  # latin-1: every byte maps, binaries included
+
+
+def allowed(finding: Finding, allow: list[str]) -> bool:
+    """Whether an ``allow_secrets`` key (``path-glob:rule``, ``*`` for any rule) covers ``finding``."""
+    for key in allow:
+        pattern, _, rule = key.rpartition(":")
+        if rule.strip() in (finding.rule, "*") and fnmatch.fnmatchcase(finding.name, pattern.strip()):
+            return True
+    return False
+
+
+def shown_name(path: Path, root: Path) -> str:
+    """``path`` relative to the module (forward slashes, as keys are written), else absolute."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(root).as_posix()
+    except ValueError:
+        return Path(os.path.abspath(path)).as_posix()
+
+
+def check(what: str, entries: dict[str, Path], binaries: dict[str, Path], allow: list[str],
+          echo: list[str] | None = None) -> list[Finding]:
+    """Scan ``entries`` (shown name -> file: sources, embedded files, build-context files) and then ``binaries``;
+    raise :class:`StepFailed` naming every finding not allowed by ``allow``. A secret a binary holds because one
+    of the entries holds it is reported (and allowed) once, at the entry. Skipped files are added to ``echo``.
+    Returns the allowed findings."""
+    plugins = _plugins()
+    findings: list[Finding] = []
+    skipped: list[str] = []
+    for group in (entries, binaries):
+        known = {f.secret for f in findings}
+        for name, path in sorted(group.items()):
+            result = scan_file(name, path, plugins)
+            if isinstance(result, str):
+                skipped.append(result)
+                continue
+            if group is binaries:
+                result = [Finding(f.name, f.line, f.rule, f.secret, True) for f in result if f.secret not in known]
+            findings += result
+    if echo is not None:
+        echo += skipped
+    refused = [f for f in findings if not allowed(f, allow)]
+    if refused:
+        lines = [f"  {f.where}" for f in refused[:20]]
+        if len(refused) > 20:
+            lines.append(f"  ... and {len(refused) - 20} more")
+        keys = ", ".join(f'"{k}"' for k in dict.fromkeys(f.key for f in refused))
+        raise StepFailed(f"{what}: secrets in files that would enter the image:\n" + "\n".join(lines) + "\n"
+                         "Remove them (give the service its secrets at run time: environment, a mounted file, a "
+                         "secret store) and rebuild; a false positive is let through with [policy] allow_secrets = "
+                         f"[{keys}] in wgobuild.toml")
+    return [f for f in findings if f not in refused]
