@@ -3,7 +3,13 @@ mingw-w64 cross compiler), checked against the runtime before an image is built.
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -118,3 +124,78 @@ def test_the_image_step_refuses_before_building_and_leaves_no_record(hello_cfg: 
         assert not record.exists() and not sbom.image_path(hello_cfg, WINDOWS).exists()
     finally:
         exe.write_bytes(good)
+
+
+def windows_layout(folder: Path, layers: list[list[tuple[str, bytes | None]]]) -> Path:
+    """An OCI layout holding one windows/amd64 ltsc2022 image whose layers hold ``layers`` (None: a folder)."""
+    blobs = folder / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    descriptors, diff_ids = [], []
+    for entries in layers:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, content in entries:
+                info = tarfile.TarInfo(name)
+                if content is None:
+                    info.type = tarfile.DIRTYPE
+                    tar.addfile(info)
+                else:
+                    info.size = len(content)
+                    tar.addfile(info, io.BytesIO(content))
+        diff_ids.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
+        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            **put(gzip.compress(raw.getvalue(), mtime=0))})
+    image_config = {"architecture": "amd64", "os": "windows", "os.version": "10.0.20348.1",
+                    "config": {"User": "ContainerUser"}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           **put(json.dumps(image_config).encode())}, "layers": descriptors}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
+         "platform": {"architecture": "amd64", "os": "windows", "os.version": "10.0.20348.1"}}]}
+    (folder / "index.json").write_text(json.dumps(index))
+    (folder / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return folder
+
+
+SYS32 = "Files/Windows/System32/"
+
+
+def on_base(cfg: Config, layout: Path) -> Config:
+    return dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, backend="oci", windows_base=f"oci:{layout}",
+                                                              outputs=["oci-layout"]))
+
+
+def test_the_base_images_own_system32_decides_when_its_layers_are_at_hand(hello_cfg: Config, tmp_path: Path) -> None:
+    layout = windows_layout(tmp_path / "base", [
+        [("Files", None), ("Files/Windows", None), (SYS32.rstrip("/"), None), (SYS32 + "KERNEL32.dll", b"MZ"),
+         (SYS32 + "ntdll.dll", b"MZ"), (SYS32 + "gone.dll", b"MZ"), ("Hives", None)],
+        [(SYS32 + ".wh.gone.dll", b""), (SYS32 + "drivers/deep.dll", b"MZ"), (SYS32 + "notes.txt", b"x"),
+         ("Files/app/other.dll", b"MZ")],
+    ])
+    cfg = on_base(hello_cfg, layout)
+    assert imagecheck.base_system32(cfg, WINDOWS) == {"kernel32.dll", "ntdll.dll"}
+    cached = sorted((cfg.state_dir / "oci" / "system32").glob("*.json"))
+    assert len(cached) == 2, "one listing per layer digest"
+    result = imaging.build_platform(cfg, WINDOWS, "1")  # hello.exe imports kernel32.dll alone: the base has it
+    assert result.backend == "oci" and result.extra["dll_imports"] == {"hello": ["kernel32.dll"]}
+
+    lacking = on_base(hello_cfg, windows_layout(tmp_path / "lacking", [[(SYS32 + "ntdll.dll", b"MZ")]]))
+    with pytest.raises(StepFailed, match=r"^image windows/amd64: hello\.exe imports kernel32\.dll, which the base "
+                                         r"image's System32 does not have: the container would exit at once"):
+        imaging.build_platform(lacking, WINDOWS, "1")
+    assert not imaging.record_path(lacking, WINDOWS).exists()
+
+    # A base whose layers list no DLL under System32 (not a Windows base we can read): the documented list decides.
+    plain = on_base(hello_cfg, windows_layout(tmp_path / "plain", [[(SYS32 + "kernel.txt", b"x")]]))
+    assert imagecheck.base_system32(plain, WINDOWS) is None
+    assert imaging.build_platform(plain, WINDOWS, "1").backend == "oci"
+    # The engine holds its own bases: no layers at hand.
+    engine = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, backend="engine"))
+    assert imagecheck.base_system32(engine, WINDOWS) is None

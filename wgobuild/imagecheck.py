@@ -116,7 +116,9 @@ def layer_system32(path: Path, cache: Path) -> tuple[frozenset[str], frozenset[s
             if not name.startswith(SYSTEM32) or "/" in name[len(SYSTEM32):]:
                 continue
             leaf = name[len(SYSTEM32):]
-            if leaf.startswith(".wh."):
+            if leaf == ".wh..wh..opq":  # an opaque folder: what earlier layers put there is gone
+                gone.add("*")
+            elif leaf.startswith(".wh."):
                 gone.add(leaf[4:])
             elif leaf.endswith(".dll") and not member.isdir():
                 dlls.add(leaf)
@@ -155,7 +157,7 @@ def base_system32(cfg: Config, platform: Platform) -> frozenset[str] | None:
             digest = str(layer["digest"])
             added, gone = layer_system32(store.path(digest), cfg.state_dir / "oci" / "system32" /
                                          f"{digest.split(':')[-1]}.json")
-            names = (names - gone) | added
+            names = (set() if "*" in gone else names - gone) | added
     except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError) as exc:
         raise StepFailed(f"image {platform}: cannot list the base's System32: {exc}") from None
     return frozenset(names) or None
