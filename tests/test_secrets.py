@@ -4,8 +4,12 @@ false positive through. The detectors are detect-secrets' own plugins."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import secrets as random
 import string
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -143,3 +147,59 @@ def test_an_allowlist_key_without_a_rule_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[policy\]\.allow_secrets\[0\]: 'certs/test\.pem': use "
                                           r"'path-glob:rule' as the secret scan prints it"):
         config.from_dict(data, tmp_path, tmp_path / "wgobuild.toml")
+
+
+def test_multistage_builders_get_no_credentials_and_a_vendored_private_module_builds_from_the_context_alone(
+        tmp_path: Path) -> None:
+    from fixtures_go import use_lib, write_lib, write_module
+
+    from wgobuild import dockerfile, engine, gotool, imagecheck
+    from wgobuild.config import Platform
+
+    linux = Platform.parse("linux/amd64")
+    root = write_module(tmp_path / "multi")
+    use_lib(root, write_lib(tmp_path / "private-lib"), "vendor")  # example.com/lib: reachable from no proxy
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('backend = "oci"', 'backend = "engine"\nstyle = "multistage"'))
+    cfg = config.load(root)
+    folder = dockerfile.docker_dir(cfg, linux)
+    dockerfile.write(cfg, linux, "1.0.0", folder)
+    instructions = dockerfile.parse((folder / "Dockerfile").read_text())
+    assert not [i for i in instructions if i.cmd == "ARG"], "no build arg reaches any stage"
+    builder = dockerfile.stages(instructions)[0]
+    assert [i.pairs() for i in builder if i.cmd == "ENV"] == [
+        {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64", "GOTOOLCHAIN": "local"}]
+    assert "!vendor/**" in (folder / ".dockerignore").read_text().splitlines()
+
+    entries = engine.context_entries(cfg, linux, folder)
+    assert {"vendor/modules.txt", "vendor/example.com/lib/lib.go", "lib/web/page.html"} <= set(entries)
+    assert all(not name.startswith(("/", "..")) for name in entries), "nothing from outside the module"
+    packed = io.BytesIO()
+    engine.write_context(entries, packed)
+    context = tmp_path / "context"
+    packed.seek(0)
+    with tarfile.open(fileobj=packed) as tar:
+        tar.extractall(context, filter="data")
+    env = {**gotool.go_env_vars(linux), "GOFLAGS": "-mod=vendor", "GOPROXY": "off", "GOPRIVATE": "example.com",
+           "GOMODCACHE": str(tmp_path / "empty-modcache"), "GOWORK": "off"}
+
+    def build() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(gotool.find_go()), "build", "-o", str(tmp_path / "out") + "/", "./cmd/..."],
+                              cwd=context, env=env, capture_output=True, text=True, timeout=300)
+
+    built = build()
+    assert built.returncode == 0, built.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["api", "worker"]
+    (context / "vendor" / "modules.txt").unlink()  # negative control: without it the builder needs the network
+    assert build().returncode != 0
+
+    # Credentials through build args are refused before anything is built, by name or by value.
+    for args, where, why in (({"GITHUB_TOKEN": "x"}, "GITHUB_TOKEN", "its name says it carries a credential"),
+                             ({"VERSION": github_token()}, "VERSION", "its value is flagged as GitHub Token"),
+                             ({"GOPROXY": "https://ci:s3cr3tpass@proxy.example.com"}, "GOPROXY",
+                              "its value is flagged as Basic Auth Credentials")):
+        bad = dataclasses.replace(cfg, image=dataclasses.replace(cfg.image, build_args=args))
+        with pytest.raises(ConfigError) as refused:
+            imagecheck.before_build(bad, linux)
+        assert f"[image].build_args.{where}: {why}; build args end up in the image's history" in str(refused.value)
+    secrets.check_build_args({"GO_VERSION": "1.22", "AUTHOR": "team"}, cfg.path)  # ordinary ones pass

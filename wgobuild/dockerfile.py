@@ -284,7 +284,7 @@ def render(config: Config, platform: Platform, version: str) -> dict[str, str]:
             allow.append(f"!{source}")
     entry = f"{target}{sep}{config.entrypoint.name}{platform.exe_suffix}"
     if multistage:
-        allow += ["!go.mod", "!go.sum", "!**/*.go", "**/*_test.go"]
+        allow += ["!go.mod", "!go.sum", "!**/*.go", "!vendor/**", "**/*_test.go"]  # vendor/: private modules
 
     labels = {"org.opencontainers.image.title": config.project.name, "org.opencontainers.image.version": version}
     if config.project.source:

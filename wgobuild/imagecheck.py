@@ -190,6 +190,7 @@ def before_build(cfg: Config, platform: Platform) -> dict[str, list[str]]:
     are at hand, else the documented list. Returns each binary's imported DLLs (none for linux or multistage)."""
     from wgobuild import proc, secrets
 
+    secrets.check_build_args(cfg.image.build_args, cfg.path)
     entries, binaries = image_inputs(cfg, platform)
     skipped: list[str] = []
     secrets.check(f"image {platform}", entries, binaries, cfg.policy.allow_secrets, skipped)

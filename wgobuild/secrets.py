@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wgobuild.errors import StepFailed
+from wgobuild.errors import ConfigError, StepFailed
 
 if TYPE_CHECKING:
     from detect_secrets.plugins.base import BasePlugin
 
+# Build-arg names that carry credentials: the classic builder records the values an ARG feeds into a RUN in the
+# image's history, so a build arg never carries one (private modules: docs/supply-chain.md).
+CREDENTIAL_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|AUTH(?!OR)|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY"
+                             r"|NETRC|SSH_?KEY", re.IGNORECASE)
 MAX_SCAN_BYTES = 64 * 1024 * 1024  # a file larger than this is skipped (with one line); Go binaries are ~5-30 MB
 # detect-secrets plugins (module, class) that find credentials with few false positives.
 PLUGINS = (
@@ -133,3 +138,16 @@ def check(what: str, entries: dict[str, Path], binaries: dict[str, Path], allow:
                          "secret store) and rebuild; a false positive is let through with [policy] allow_secrets = "
                          f"[{keys}] in wgobuild.toml")
     return [f for f in findings if f not in refused]
+
+
+def check_build_args(build_args: dict[str, str], config_path: object) -> None:
+    """:class:`ConfigError` when an ``[image].build_args`` entry carries a credential: a name such as
+    ``GITHUB_TOKEN`` or ``NPM_AUTH``, or a value a detector flags (a token, a key, ``https://user:pass@host``)."""
+    plugins = _plugins()
+    for name, value in sorted(build_args.items()):
+        rules = sorted({f.rule for f in scan_text(name, value, plugins)})
+        if rules or CREDENTIAL_NAME.search(name):
+            why = f"its value is flagged as {rules[0]}" if rules else "its name says it carries a credential"
+            raise ConfigError(config_path, f"[image].build_args.{name}", f"{why}; build args end up in the image's "
+                              "history, so none may carry a credential: vendor private modules on the host (`go mod "
+                              "vendor`, docs/supply-chain.md) and give the service its secrets at run time")
