@@ -68,17 +68,30 @@ def _plugins() -> list[BasePlugin]:
 
 
 def scan_text(name: str, text: str, plugins: list[BasePlugin] | None = None) -> list[Finding]:
-    """The findings in ``text`` (shown as ``name``), line by line."""
+    """The findings in ``text`` (shown as ``name``), line by line. Each plugin first looks at the whole text
+    once; only those that find something there look again line by line (a fraction of the cost on clean files)."""
+    plugins = plugins if plugins is not None else _plugins()
+    suspects = [plugin for plugin in plugins if next(iter(plugin.analyze_string(text)), None) is not None]
     found: list[Finding] = []
-    for number, line in enumerate(text.split("\n"), 1):
-        for plugin in plugins if plugins is not None else _plugins():
+    for number, line in enumerate(text.split("\n") if suspects else [], 1):
+        for plugin in suspects:
             found += [Finding(name, number, str(plugin.secret_type), secret)
                       for secret in plugin.analyze_string(line)]
     return found
 
 
-def scan_file(name: str, path: Path, plugins: list[BasePlugin]) -> list[Finding] | str:
-    """The findings in one file, or one line saying why it was skipped (too large, unreadable)."""
+_PRINTABLE_RUN = re.compile(rb"[\x20-\x7e\t]{8,}")
+
+
+def printable_runs(data: bytes) -> str:
+    """The runs of 8 or more printable ASCII characters of an executable, one a line (what ``strings`` shows):
+    its string constants and embedded text files, without the machine code between them."""
+    return "\n".join(run.decode("ascii") for run in _PRINTABLE_RUN.findall(data))
+
+
+def scan_file(name: str, path: Path, plugins: list[BasePlugin], binary: bool = False) -> list[Finding] | str:
+    """The findings in one file (of an executable: in its :func:`printable_runs`), or one line saying why it was
+    skipped (too large, unreadable)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_SCAN_BYTES + 1)
@@ -86,7 +99,9 @@ def scan_file(name: str, path: Path, plugins: list[BasePlugin]) -> list[Finding]
         return f"{name}: not scanned for secrets: {exc.strerror or exc}"
     if len(data) > MAX_SCAN_BYTES:
         return f"{name}: not scanned for secrets: larger than {MAX_SCAN_BYTES // (1024 * 1024)} MiB"
-    return scan_text(name, data.decode("latin-1"), plugins)  # latin-1: every byte maps, binaries included
+    if binary:
+        return [Finding(f.name, f.line, f.rule, f.secret, True) for f in scan_text(name, printable_runs(data), plugins)]
+    return scan_text(name, data.decode("latin-1"), plugins)  # latin-1: every byte maps
 
 
 def allowed(finding: Finding, allow: list[str]) -> bool:
@@ -118,13 +133,11 @@ def check(what: str, entries: dict[str, Path], binaries: dict[str, Path], allow:
     for group in (entries, binaries):
         known = {f.secret for f in findings}
         for name, path in sorted(group.items()):
-            result = scan_file(name, path, plugins)
+            result = scan_file(name, path, plugins, binary=group is binaries)
             if isinstance(result, str):
                 skipped.append(result)
                 continue
-            if group is binaries:
-                result = [Finding(f.name, f.line, f.rule, f.secret, True) for f in result if f.secret not in known]
-            findings += result
+            findings += [f for f in result if not f.binary or f.secret not in known]
     if echo is not None:
         echo += skipped
     refused = [f for f in findings if not allowed(f, allow)]
