@@ -28,6 +28,9 @@ python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
 peers="$(go env GOPATH)/bin"
 [ -x "$peers/crane" ] || GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
 [ -x "$peers/ko" ] || GOFLAGS= go install github.com/google/ko@v0.19.1
+[ -x "$peers/cosign" ] || GOFLAGS= go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.1
+# sigstore-js, the Sigstore bundle oracle, from the npm registry at the versions tests/sigstore-js/package-lock.json pins
+[ -d tests/sigstore-js/node_modules/@sigstore/verify ] || (cd tests/sigstore-js && npm ci --no-audit --no-fund --silent)
 ruff check .
 python3 -m mypy  # strict, over wgobuild/ (pyproject.toml [tool.mypy])
 # Branch coverage of wgobuild/, child processes included (pyproject.toml [tool.coverage.run]); arguments go to

@@ -1,1 +1,1 @@
-"""One module per ``wgobuild`` command (init, doctor); ``cli.py`` only parses and dispatches."""
+"""One module per ``wgobuild`` command (init, doctor, keygen, verify); ``cli.py`` only parses and dispatches."""

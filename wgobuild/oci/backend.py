@@ -171,8 +171,14 @@ def publish(config: Config, results: list[ImageResult], push: bool, reference: s
         if Reference.parse(reference).registry == "docker.io" and not reference.startswith("docker.io/"):
             raise OciError(f"image.repository {config.image_repository!r} names no registry: set it to "
                            "'registry.example.com/team/name' to push")
-        pushed = writers.RegistryWriter(list(config.image.insecure_registries), on_event).write(target, store)
+        from wgobuild import signing
+
+        signer = signing.signer_for(config)  # the key is decrypted before anything is pushed
+        insecure = list(config.image.insecure_registries)
+        pushed = writers.RegistryWriter(insecure, on_event).write(target, store)
         proc.echo(f"pushed {pushed}", label="oci")
+        for line in signing.after_push(config, pushed, target, results, signer, insecure):
+            proc.echo(line, label="oci")
     report = {"reference": reference, "digest": target.digest, "media_type": target.top[1], "pushed": pushed,
               "outputs": outputs}
     proc.echo(f"{reference} {target.digest}", label="oci")
