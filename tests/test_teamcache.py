@@ -92,11 +92,12 @@ def test_second_clone_fetches_everything_and_matches_byte_for_byte(tmp_path: Pat
 
 
 # --- the cache module against real registries ----------------------------------------------------------------------
-def project(root: Path, registry: str, mode: str = "readwrite") -> config.Config:
+def project(root: Path, registry: str, mode: str = "readwrite", key: str = "") -> config.Config:
     root.mkdir(parents=True, exist_ok=True)
     (root / "main.go").write_text("package main\n\nfunc main() {}\n")
     return config.from_dict({"project": {"name": "demo", "version": "1.0.0"}, "binaries": [{"name": "demo"}],
-                             "cache": {"registry": registry, "mode": mode}}, root, root / "wgobuild.toml")
+                             "cache": {"registry": registry, "mode": mode}, "sign": {"key": key}}, root,
+                            root / "wgobuild.toml")
 
 
 class Builder:
@@ -275,3 +276,35 @@ def test_prune_without_a_cache_says_what_to_set(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "[cache].registry: not set: name the cache repository" in result.stderr, result.stderr
     shutil.rmtree(root)
+
+
+def test_signed_entries_are_verified_with_the_sign_key(tmp_path: Path, registry: Registry,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from wgobuild import signing
+
+    monkeypatch.setenv(signing.PASSWORD_ENV, "cache-key-pass")
+    signing.keygen(tmp_path / "a")
+    signing.keygen(tmp_path / "other")
+    teamcache._KEYS.clear()
+    cache = f"{registry.host}/cache/signed"
+    cfg = project(tmp_path / "a", cache, key="wgobuild.key")
+    step, build = a_step(cfg.root, "signed")
+    teamcache.run(cfg, step, build)
+    key = teamcache.fingerprint(cfg.root, step)
+    signed = Store.of(cfg)
+    assert signed is not None and signed.public_key == cfg.root / "wgobuild.pub"
+    assert teamcache.fetch(signed, cfg.root, step, key)
+
+    # Unsigned entry (a cache written without [sign]): refused where [sign] is set, used where it is not.
+    unsigned = Store(signed.registry, signed.repository)
+    teamcache.upload(unsigned, cfg.root, step, key)
+    with pytest.raises(CacheError, match=r"compile-[0-9a-f]{64}: not signed, and \[sign\] key is set"):
+        teamcache.fetch(signed, cfg.root, step, key)
+    assert teamcache.fetch(unsigned, cfg.root, step, key)
+
+    # Signed with another key: refused.
+    teamcache.upload(Store(signed.registry, signed.repository, key=tmp_path / "other" / "wgobuild.key"), cfg.root,
+                     step, key)
+    with pytest.raises(CacheError, match=r"its signature does not verify against wgobuild.pub"):
+        teamcache.fetch(signed, cfg.root, step, key)
+    teamcache._KEYS.clear()

@@ -19,6 +19,7 @@ Core module: knows nothing of doit; ``doit_tasks`` hands each step's inputs, set
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import functools
@@ -44,6 +45,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 KEY = "dev.wgobuild.cache.key"
 STEP = "dev.wgobuild.cache.step"
 MODE = "dev.wgobuild.cache.mode"
+SIGNATURE = "dev.wgobuild.cache.signature"  # base64 ECDSA P-256 signature of the config blob ([sign] key)
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
 FORMAT = 1  # part of every key: a change of what an entry holds makes new keys
@@ -75,6 +77,7 @@ class Store:
     repository: str
     mode: str = "readwrite"
     insecure: tuple[str, ...] = ()
+    key: Path | None = None  # [sign] key: entries are signed with it and must verify against its .pub
 
     @classmethod
     def of(cls, cfg: Config) -> Store | None:
@@ -82,7 +85,13 @@ class Store:
         if not cfg.cache.registry:
             return None
         registry, _, repository = cfg.cache.registry.partition("/")
-        return cls(registry, repository, cfg.cache.mode, tuple(cfg.image.insecure_registries))
+        key = cfg.root / cfg.sign.key if cfg.sign.key else None
+        return cls(registry, repository, cfg.cache.mode, tuple(cfg.image.insecure_registries), key)
+
+    @property
+    def public_key(self) -> Path | None:
+        """The public key entries must verify against: ``wgobuild keygen`` writes it beside the private key."""
+        return None if self.key is None else self.key.with_suffix(".pub")
 
     def __str__(self) -> str:
         return f"{self.registry}/{self.repository}"
@@ -229,6 +238,8 @@ def fetch(store: Store, root: Path, step: Step, key: str) -> bool:
     if doc is None:
         return False
     layers = _checked_layers(doc, root, step, key, tag)
+    if store.public_key is not None:
+        _verify(client, store, store.public_key, doc, [layer for layer, _ in layers], key, tag)
     with _temporaries() as temps:
         staged: list[tuple[Path, Path, int]] = []
         for layer, target in layers:
@@ -254,6 +265,73 @@ def _temporaries() -> Iterator[list[Path]]:
         for path in made:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _signed_document(key: str, step: Step, layers: list[dict[str, Any]]) -> bytes:
+    """The config blob: what a signature covers (the key, and every output's path, digest, size and mode)."""
+    return canonical({"format": FORMAT, "step": step.name, "key": key, "layers": [
+        {"title": layer["annotations"][TITLE], "digest": layer["digest"], "size": layer["size"],
+         "mode": layer["annotations"].get(MODE, "0644")} for layer in layers]})
+
+
+def _verify(client: Any, store: Store, public_key: Path, doc: dict[str, Any], layers: list[dict[str, Any]],
+            key: str, tag: str) -> None:
+    """CacheError unless the entry's config blob is signed by the ``[sign]`` key and lists exactly ``layers``."""
+    from wgobuild import signing
+
+    public = _public(public_key)
+    found = doc.get("config")
+    config: dict[str, Any] = found if isinstance(found, dict) else {}
+    signature = (doc.get("annotations") or {}).get(SIGNATURE)
+    if not isinstance(signature, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", str(config.get("digest"))):
+        raise CacheError(f"{tag}: not signed, and [sign] key is set: only entries signed with it are used")
+    data = _small_blob(client, store, str(config["digest"]), f"{tag}: its signed contents")
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except ValueError:
+        raw = b""
+    if not signing.verify_signature(public, raw, data):
+        raise CacheError(f"{tag}: its signature does not verify against {public_key.name}")
+    try:
+        signed = json.loads(data)
+    except (ValueError, RecursionError):
+        signed = None
+    wanted = json.loads(_signed_document(key, Step("", "", (), {}, ()), layers))
+    if not isinstance(signed, dict) or signed.get("key") != key or signed.get("layers") != wanted["layers"]:
+        raise CacheError(f"{tag}: the signed contents list other outputs than its manifest")
+
+
+def _small_blob(client: Any, store: Store, digest: str, what: str, limit: int = 1 << 20) -> bytes:
+    """A small blob (at most ``limit`` bytes), CacheError unless it has ``digest``."""
+    response = client.open_blob(store.repository, digest)
+    with response:
+        response.raw.decode_content = True
+        data: bytes = response.raw.read(limit + 1)
+    if len(data) > limit or f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+        raise CacheError(f"{what}: not the blob {digest[:23]}… it names")
+    return data
+
+
+_KEYS: dict[Path, Any] = {}  # public keys and signers, loaded once per run
+
+
+def _public(path: Path) -> Any:
+    from wgobuild import signing
+
+    with _LOCK:
+        if path not in _KEYS:
+            _KEYS[path] = signing.load_public(path)
+        return _KEYS[path]
+
+
+def _signer(path: Path) -> Any:
+    """The ``[sign]`` private key, decrypted once per run (password from WGOBUILD_SIGNING_PASSWORD)."""
+    from wgobuild import signing
+
+    with _LOCK:
+        if path not in _KEYS:
+            _KEYS[path] = signing.Signer.load(path)
+        return _KEYS[path]
 
 
 def _download(client: Any, store: Store, layer: dict[str, Any], tmp: Path, what: str) -> None:
@@ -289,9 +367,7 @@ def upload(store: Store, root: Path, step: Step, key: str, now: datetime.datetim
     """Store ``step``'s outputs under its key; returns the tag. Blobs the registry has are not sent again."""
     client = store.client()
     repo = store.repository
-    config = canonical({"format": FORMAT, "step": step.name, "key": key})
-    blobs: list[tuple[str, Callable[[], Any]]] = [(f"sha256:{hashlib.sha256(config).hexdigest()}",
-                                                   lambda: io.BytesIO(config))]
+    blobs: list[tuple[str, Callable[[], Any]]] = []
     layers = []
     for path in sorted(step.outputs, key=lambda p: _relative(p, root)):
         digest, size = f"sha256:{files.sha256_file(path)}", path.stat().st_size
@@ -299,13 +375,18 @@ def upload(store: Store, root: Path, step: Step, key: str, now: datetime.datetim
         layers.append({"mediaType": FILE_MEDIA, "digest": digest, "size": size,
                        "annotations": {TITLE: _relative(path, root), MODE: mode}})
         blobs.append((digest, functools.partial(open, path, "rb")))  # the client opens and closes it
+    config = _signed_document(key, step, layers)
+    blobs.insert(0, (f"sha256:{hashlib.sha256(config).hexdigest()}", lambda: io.BytesIO(config)))
+    annotations = {KEY: key, STEP: step.name}
+    if store.key is not None:
+        annotations[SIGNATURE] = base64.b64encode(_signer(store.key).sign(config)).decode()
     for digest, opener in blobs:
         if not client.blob_exists(repo, digest):
             client.upload_blob(repo, digest, opener)
     created = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
                 "config": {"mediaType": CONFIG_MEDIA, "digest": blobs[0][0], "size": len(config)},
-                "layers": layers, "annotations": {KEY: key, STEP: step.name, CREATED: created}}
+                "layers": layers, "annotations": {**annotations, CREATED: created}}
     tag = tag_of(step, key)
     client.put_manifest(repo, tag, canonical(manifest), OCI_MANIFEST)
     return tag
