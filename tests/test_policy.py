@@ -61,6 +61,11 @@ def test_each_policy_key_fails_doit_image_before_push_and_a_project_within_them_
     pushed = run_doit(hello, "image", "--push")
     assert pushed.returncode == 0, pushed.output
     assert "v1" in tags(registry.url, "policy/hello")
+    # A stricter rule re-runs the image step on its own: nothing else changed.
+    set_policy(hello, repository, "max_image_mb = 1\n")
+    stricter = run_doit(hello, "image")
+    assert stricter.returncode != 0 and "[policy] max_image_mb = 1: the linux/amd64 image is " in stricter.output
+    assert stricter.ran == {"image"}, stricter.output
 
 
 @pytest.mark.parametrize(("policy", "where", "message"), [

@@ -91,6 +91,12 @@ def test_embedded_keys_fail_the_image_step_and_the_allowlist_or_removing_them_pa
     allowed = run_doit(root, "image")
     assert allowed.returncode == 0, allowed.output
     assert record.is_file()
+    # Taking a key off the allowlist scans again: nothing else changed.
+    secret_module(root, (root / "assets/key.pem").read_text(), (root / "assets/settings.ini").read_text(),
+                  '"assets/key.pem:Private Key"')
+    narrowed = run_doit(root, "image")
+    assert narrowed.returncode != 0 and "  assets/settings.ini line 2: AWS Access Key\n" in narrowed.output
+    assert "assets/key.pem line" not in narrowed.output
 
     # Negative control: the same module without the secrets and without an allowlist passes.
     clean = secret_module(tmp_path / "clean", "not a key\n", "[aws]\nregion = eu-west-1\n")
