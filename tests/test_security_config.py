@@ -144,6 +144,13 @@ ROWS: list[tuple[str, str | bytes, str, str, Setup | None]] = [
     ("out_dir .git", M + '[build]\nout_dir = ".git"\n', "[build].out_dir", "git or wgobuild keeps", None),
     ("log_dir /var/run", M + '[run]\nlog_dir = "/var/run"\n', "[run].log_dir", "system folder", None),
     ("duplicate binary", M + M, "binaries[1].name", "used twice", None),
+    ("engines key", M + '[engines]\n"linux/386" = "ctx"\n', '[engines]."linux/386"', "not a supported platform", None),
+    ("engines platform not built", M + '[engines]\n"darwin/arm64" = "ctx"\n', '[engines]."darwin/arm64"',
+     "not built by this project", None),
+    ("engines scheme", M + '[engines]\n"linux/amd64" = "http://h:2375"\n', '[engines]."linux/amd64"',
+     "an engine URL starts with", None),
+    ("engines context name", M + '[engines]\n"linux/amd64" = "a b"\n', '[engines]."linux/amd64"',
+     "neither a docker context name", None),
 ]
 
 

@@ -33,7 +33,7 @@ def stale_reason(record: Path, root: Path | None = None) -> str | None:
     if backend == "engine":
         from wgobuild import engine
 
-        if engine.image_present(result["digest"]):
+        if engine.image_present(result["digest"], str(result.get("extra", {}).get("engine_config", ""))):
             return None
         return f"image {str(result['digest'])[:19]} is no longer on the engine"
     if backend == "none":
