@@ -19,7 +19,7 @@ from fixtures_go import copy_hello, run_doit
 from fixtures_registry import Registry, free_port
 
 from wgobuild import config, teamcache
-from wgobuild.errors import ConfigError
+from wgobuild.errors import ConfigError, WgobuildError
 from wgobuild.teamcache import CacheError, Step, Store
 
 OLD = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -217,6 +217,23 @@ def test_read_mode_never_writes(tmp_path: Path, registry: Registry) -> None:
     writer = project(tmp_path / "a", f"{registry.host}/cache/readonly")  # readwrite: the control
     teamcache.run(writer, step, build)
     assert build.runs == 2 and len(tags(registry, "cache/readonly")) == 1
+
+
+def test_mode_from_the_environment(tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = project(tmp_path / "a", f"{registry.host}/cache/envmode")
+    step, build = a_step(cfg.root)
+    monkeypatch.setenv(teamcache.MODE_ENV, "read")
+    teamcache.run(cfg, step, build)
+    assert build.runs == 1 and tags(registry, "cache/envmode") == []
+    monkeypatch.setenv(teamcache.MODE_ENV, "off")
+    assert Store.of(cfg) is None
+    monkeypatch.setenv(teamcache.MODE_ENV, "sometimes")
+    with pytest.raises(WgobuildError, match=r"^WGOBUILD_CACHE_MODE='sometimes' is not one of readwrite, read, off"):
+        teamcache.run(cfg, step, build)
+    assert build.runs == 1
+    monkeypatch.delenv(teamcache.MODE_ENV)
+    teamcache.run(cfg, step, build)  # [cache] mode: readwrite
+    assert build.runs == 2 and len(tags(registry, "cache/envmode")) == 1
 
 
 def test_no_cache_configured_runs_the_step(tmp_path: Path) -> None:

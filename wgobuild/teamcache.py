@@ -48,6 +48,7 @@ MODE = "dev.wgobuild.cache.mode"
 SIGNATURE = "dev.wgobuild.cache.signature"  # base64 ECDSA P-256 signature of the config blob ([sign] key)
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
+MODE_ENV = "WGOBUILD_CACHE_MODE"
 FORMAT = 1  # part of every key: a change of what an entry holds makes new keys
 _TAG = re.compile(r"(compile|test|golden)-[0-9a-f]{64}")
 _MACHINE_PATHS = {"GOROOT"}  # settings that name a folder on this machine, never part of a key
@@ -81,12 +82,18 @@ class Store:
 
     @classmethod
     def of(cls, cfg: Config) -> Store | None:
-        """The configured cache, or None when ``[cache] registry`` is not set."""
-        if not cfg.cache.registry:
+        """The configured cache, or None when ``[cache] registry`` is not set or ``WGOBUILD_CACHE_MODE=off``.
+
+        ``WGOBUILD_CACHE_MODE`` (``readwrite``, ``read``, ``off``) overrides ``[cache] mode`` for one run: one
+        ``wgobuild.toml`` for every CI job, read-only where the branch is not trusted."""
+        mode = os.environ.get(MODE_ENV) or cfg.cache.mode
+        if mode not in ("readwrite", "read", "off"):
+            raise WgobuildError(f"{MODE_ENV}={mode[:40]!r} is not one of readwrite, read, off; fix or unset it")
+        if not cfg.cache.registry or mode == "off":
             return None
         registry, _, repository = cfg.cache.registry.partition("/")
         key = cfg.root / cfg.sign.key if cfg.sign.key else None
-        return cls(registry, repository, cfg.cache.mode, tuple(cfg.image.insecure_registries), key)
+        return cls(registry, repository, mode, tuple(cfg.image.insecure_registries), key)
 
     @property
     def public_key(self) -> Path | None:
