@@ -49,6 +49,8 @@ SIGNATURE = "dev.wgobuild.cache.signature"  # base64 ECDSA P-256 signature of th
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
 MODE_ENV = "WGOBUILD_CACHE_MODE"
+CLIENT_TIMEOUT = (3, 60)  # connect, read seconds
+CLIENT_RETRIES = 2
 FORMAT = 1  # part of every key: a change of what an entry holds makes new keys
 _TAG = re.compile(r"(compile|test|golden)-[0-9a-f]{64}")
 _MACHINE_PATHS = {"GOROOT"}  # settings that name a folder on this machine, never part of a key
@@ -104,9 +106,12 @@ class Store:
         return f"{self.registry}/{self.repository}"
 
     def client(self) -> Any:
+        """A registry client that gives up sooner than an image push would: a local build is the fallback."""
         from wgobuild.oci.registry import Client
 
-        return Client(self.registry, list(self.insecure))
+        client = Client(self.registry, list(self.insecure))
+        client.timeout, client.retries = CLIENT_TIMEOUT, CLIENT_RETRIES
+        return client
 
 
 # --- keys ----------------------------------------------------------------------------------------------------------
