@@ -100,7 +100,7 @@ def pushed(seeded_bases: Any, tmp_path_factory: pytest.TempPathFactory) -> Pushe
 
 def run_cosign(cosign: Path, *args: object) -> proc.ProcResult:
     return proc.run([cosign, *args], quiet=True, timeout=120, env={**os.environ, "COSIGN_YES": "true",
-                                                                    "TUF_ROOT": "/nonexistent"})
+                                                                    "COSIGN_PASSWORD": PASSWORD})
 
 
 def cosign_verify(cosign: Path, pushed: Pushed, ref: str, *extra: object) -> proc.ProcResult:
@@ -451,3 +451,30 @@ def test_a_wrong_password_pushes_nothing(pushed: Pushed, seeded_bases: Any, tmp_
     assert f"{root / 'wgobuild.key'}: wrong password (from WGOBUILD_SIGNING_PASSWORD or the terminal)" in result.output
     assert "pushed " not in result.output and "Traceback" not in result.output
     assert requests.get(f"http://{host}/v2/wrongpw/hello/tags/list", timeout=10).status_code == 404
+
+
+def test_pushing_again_replaces_our_signatures_and_keeps_anothers(cosign: Path, pushed: Pushed,
+                                                                  tmp_path: Path) -> None:
+    """Last in the module: it pushes the shared image again."""
+    made = proc.run([cosign, "generate-key-pair"], cwd=tmp_path, quiet=True, timeout=60,
+                    env={**os.environ, "COSIGN_PASSWORD": PASSWORD})
+    assert made.returncode == 0, made.output
+    linux = pushed.manifests["linux"]
+    theirs = run_cosign(cosign, "sign", "--key", tmp_path / "cosign.key", "--tlog-upload=false",
+                        "--allow-insecure-registry", pushed.ref(linux))
+    assert theirs.returncode == 0, theirs.output
+    client = pushed.client
+
+    def counts() -> tuple[int, int]:
+        return (len(attach.tagged_layers(client, pushed.repo, attach.cosign_tag(linux, "sig"))),
+                len(attach.tagged_layers(client, pushed.repo, attach.cosign_tag(linux, "att"))))
+
+    assert counts() == (2, 1)
+    again = run_doit(pushed.root, "image", "--push", env={signing.PASSWORD_ENV: PASSWORD})
+    assert again.returncode == 0, again.output
+    assert f"signed {pushed.ref(linux)}" in again.output
+    assert counts() == (2, 1), "our signature and provenance replaced, cosign's signature kept"
+    for key in (tmp_path / "cosign.pub", pushed.root / "wgobuild.pub"):
+        result = run_cosign(cosign, "verify", "--key", key, "--insecure-ignore-tlog=true",
+                            "--allow-insecure-registry", pushed.ref(linux))
+        assert result.returncode == 0, result.output

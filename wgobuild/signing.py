@@ -352,9 +352,9 @@ def after_push(config: Config, pushed: str, target: Target, results: list[ImageR
         attach.put_referrer(client, repo, subject, BUNDLE_MEDIA, attach.Layer(signer.bundle(envelope), BUNDLE_MEDIA),
                             {"dev.sigstore.bundle.content": "dsse-envelope",
                              "dev.sigstore.bundle.predicateType": provenance.PREDICATE_TYPE})
-        attach.put_tagged(client, repo, attach.cosign_tag(subject.digest, "att"), [attach.Layer(
+        _add_layer(client, repo, attach.cosign_tag(subject.digest, "att"), signer, attach.Layer(
             json.dumps(envelope, separators=(",", ":")).encode(), DSSE_MEDIA,
-            {SIGNATURE_ANNOTATION: "", "predicateType": provenance.PREDICATE_TYPE})])
+            {SIGNATURE_ANNOTATION: "", "predicateType": provenance.PREDICATE_TYPE}))
         lines.append(f"provenance {result.platform} -> {name}:{attach.cosign_tag(subject.digest, 'att')}")
     return lines
 
@@ -369,8 +369,34 @@ def _sign(client: Client, repo: str, name: str, subject: Any, signer: Signer) ->
                          "dev.sigstore.bundle.predicateType": COSIGN_SIGN_PREDICATE})
     payload = simple_signing(name, subject.digest)
     sig = base64.b64encode(signer.sign(payload)).decode()
-    attach.put_tagged(client, repo, attach.cosign_tag(subject.digest, "sig"),
-                      [attach.Layer(payload, SIMPLE_SIGNING_MEDIA, {SIGNATURE_ANNOTATION: sig})])
+    _add_layer(client, repo, attach.cosign_tag(subject.digest, "sig"), signer,
+               attach.Layer(payload, SIMPLE_SIGNING_MEDIA, {SIGNATURE_ANNOTATION: sig}))
+
+
+def _add_layer(client: Client, repo: str, tag: str, signer: Signer, new: Any) -> None:
+    """Add a signature or attestation to one of cosign's tags, as cosign does: what others signed stays; what this
+    key signed before for the same payload (``.sig``) or predicate type (``.att``) is replaced, so pushing the same
+    image again does not grow the list."""
+    from wgobuild.oci import attach
+
+    def same(layer: attach.Layer) -> bool:
+        if layer.media_type != new.media_type:
+            return False
+        if layer.media_type == SIMPLE_SIGNING_MEDIA:
+            try:
+                sig = base64.b64decode(layer.annotations.get(SIGNATURE_ANNOTATION, ""), validate=True)
+            except ValueError:
+                return False
+            return layer.data == new.data and verify_signature(signer.public, sig, layer.data)
+        try:
+            envelope = json.loads(layer.data)
+        except ValueError:
+            return False
+        return (layer.annotations.get("predicateType") == new.annotations.get("predicateType")
+                and isinstance(envelope, dict) and open_envelope(signer.public, envelope) is not None)
+
+    kept = [layer for layer in attach.tagged_layers(client, repo, tag) if not same(layer)]
+    attach.put_tagged(client, repo, tag, [*kept, new])
 
 
 # --- verify ----------------------------------------------------------------------------------------------------
