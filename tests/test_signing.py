@@ -162,6 +162,25 @@ def test_no_password_and_no_terminal_is_one_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "wgobuild.key").exists()
 
 
+
+def test_sign_key_setting_and_a_missing_key_file_are_named(tmp_path: Path) -> None:
+    from wgobuild import config
+    from wgobuild.errors import ConfigError
+
+    (tmp_path / "main.go").write_text("package main\n\nfunc main() {}\n")
+    with pytest.raises(ConfigError) as blank:
+        config.from_dict({"binaries": [{"name": "x"}], "sign": {"key": "  "}}, tmp_path, tmp_path / "wgobuild.toml")
+    assert "[sign].key: '  ': name the key file wgobuild keygen wrote, such as 'wgobuild.key'" in str(blank.value)
+    cfg = config.from_dict({"binaries": [{"name": "x"}], "sign": {"key": "gone.key"}}, tmp_path,
+                           tmp_path / "wgobuild.toml")
+    with pytest.raises(signing.SigningError) as missing:
+        signing.signer_for(cfg)
+    assert str(missing.value).startswith(f"[sign] key {tmp_path / 'gone.key'}: cannot read it (")
+    assert str(missing.value).endswith("); write one with `wgobuild keygen`")
+    unsigned = config.from_dict({"binaries": [{"name": "x"}]}, tmp_path, tmp_path / "wgobuild.toml")
+    assert signing.signer_for(unsigned) is None
+
+
 # --- what one signed push leaves in the registry -------------------------------------------------------------
 def test_push_signs_every_manifest_and_the_index_in_both_forms(pushed: Pushed) -> None:
     client = pushed.client
