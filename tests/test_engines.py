@@ -146,6 +146,11 @@ def test_each_platform_lands_on_its_own_engine_and_not_the_other(
     assert images_on(docker_host) == {AMD64}, f"DOCKER_HOST's engine gets amd64 only\n{run.output}"
     assert images_on(engine_b.url) == {ARM64}
     assert loaded(project) == {"linux/amd64": docker_host, "linux/arm64": engine_b.url}
+    # The two image steps ran at the same time (no dependency between them; a worker per engine at least).
+    events = json.loads((project / "dist/reports/trace.json").read_text())["traceEvents"]
+    spans = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("ph") == "X"}
+    (a_start, a_end), (b_start, b_end) = spans["image-platform:linux-amd64"], spans["image-platform:linux-arm64"]
+    assert a_start < b_end and b_start < a_end, f"the image steps ran one after the other: {spans}"
     again = run_doit(project, "image", env=env)
     assert again.returncode == 0 and again.ran == set(), again.output
     remove_project_images(docker_host, engine_b.url)
@@ -294,6 +299,17 @@ def test_an_unknown_context_stops_the_build_with_exit_2_naming_the_key(
     cfg = config.load(root)
     engine.check_contexts(cfg)
     assert engine.engine_address("ltsc") == "tcp://ltsc:2376"
+
+
+def test_every_engine_gets_a_worker(tmp_path: Path) -> None:
+    from wgobuild import doit_tasks
+
+    platforms = ["linux/amd64", "linux/arm64", "windows/amd64:10.0.17763", "windows/amd64:10.0.20348",
+                 "windows/amd64:10.0.26100"]
+    engines = {p: f"tcp://builder-{i}:2376" for i, p in enumerate(platforms)}
+    assert doit_tasks.doit_config(_config(tmp_path / "five", engines, platforms))["num_process"] == 5
+    one = doit_tasks.doit_config(_config(tmp_path / "one", dict.fromkeys(platforms, "ctx"), platforms))
+    assert one["num_process"] == min(4, os.cpu_count() or 1), "one engine: the CPU count decides, as without"
 
 
 def test_a_url_engine_does_not_read_docker_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
