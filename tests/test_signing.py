@@ -194,8 +194,7 @@ def test_push_signs_every_manifest_and_the_index_in_both_forms(pushed: Pushed) -
                                         "type": "cosign container image signature"}, "optional": None}
         bundles = attach.referrers(client, pushed.repo, digest, signing.BUNDLE_MEDIA)
         kinds = sorted(doc["annotations"]["dev.sigstore.bundle.predicateType"] for doc, _ in bundles)
-        assert kinds == ([signing.COSIGN_SIGN_PREDICATE] if digest == pushed.index
-                         else [signing.COSIGN_SIGN_PREDICATE, SLSA])
+        assert kinds == [signing.COSIGN_SIGN_PREDICATE, SLSA]
         for doc, layer in bundles:
             assert doc["artifactType"] == signing.BUNDLE_MEDIA and doc["subject"]["digest"] == digest
             assert doc["config"] == {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
@@ -215,11 +214,11 @@ def test_cosign_verifies_both_forms_and_the_provenance(cosign: Path, pushed: Pus
         assert bundle.returncode == 0, bundle.output
     tag = cosign_verify(cosign, pushed, f"{pushed.name}:v1")
     assert tag.returncode == 0, tag.output
-    for digest in pushed.manifests.values():
+    for ref in [f"{pushed.name}:v1", *map(pushed.ref, pushed.manifests.values())]:
         for extra in ((), ("--new-bundle-format", "--trusted-root", root)):
             att = run_cosign(cosign, "verify-attestation", "--type", "slsaprovenance1", "--key",
                              pushed.root / "wgobuild.pub", "--insecure-ignore-tlog=true", "--allow-insecure-registry",
-                             *extra, pushed.ref(digest))
+                             *extra, ref)
             assert att.returncode == 0, att.output
             assert "The claims were validated" in att.output or "verified" in att.output.lower()
 
@@ -312,7 +311,7 @@ def test_sigstore_js_verifies_each_bundle_and_rejects_tampered_or_transplanted(
             tampered = sigstore_js(node, path, key, forged.transplanted, predicate)
             assert tampered.returncode == 1 and "signature verification failed" in tampered.output, tampered.output
             checked += 1
-    assert checked == 5, "a signature bundle for the index and each image, a provenance bundle for each image"
+    assert checked == 6, "a signature and a provenance bundle for the index and for each image"
 
 
 def skopeo_copy(pushed: Pushed, tmp_path: Path, digest: str) -> proc.ProcResult:
@@ -345,7 +344,7 @@ def test_wgobuild_verify_accepts_the_push_and_rejects_the_forgeries(pushed: Push
     assert good.returncode == 0, good.output
     lines = good.output.splitlines()
     assert lines[-1] == f"{pushed.name}:v1: verified with {key}"
-    assert sum(line.startswith("ok   ") for line in lines) == 3 * 2 + 2, "index: sig + bundle; images: + provenance"
+    assert sum(line.startswith("ok   ") for line in lines) == 3 * 3, "sig, bundle, provenance: index and images"
     for digest, reason in ((forged.unsigned, f"sig: no {attach.cosign_tag(forged.unsigned, 'sig')} signature"),
                            (forged.transplanted, f"sig: the signature is for {pushed.manifests['linux']}, not this "
                                                  "image")):
@@ -381,7 +380,7 @@ def test_provenance_is_written_signed_and_names_what_was_pushed(pushed: Pushed) 
         params = build["externalParameters"]
         assert params["config"]["digest"]["sha256"] == hashlib_hex(pushed.root / "wgobuild.toml")
         assert params["source"] == {"commit": "", "dirty": False}, "the copy is not a git checkout"
-        assert params["platform"] == f"{os_name}/amd64"
+        assert params["platforms"] == [f"{os_name}/amd64"]
         deps = {d["name"]: d for d in build["resolvedDependencies"]}
         from wgobuild import provenance
 
@@ -393,6 +392,15 @@ def test_provenance_is_written_signed_and_names_what_was_pushed(pushed: Pushed) 
         go_version = proc.run([proc_go(), "env", "GOVERSION"], quiet=True).output.strip()
         assert deps["go toolchain"]["annotations"]["version"] == go_version
         assert statement["predicate"]["runDetails"]["builder"]["id"] == "pkg:pypi/wgobuild"
+
+    index = json.loads((pushed.root / "dist/provenance/index.intoto.jsonl").read_text())
+    opened = signing.open_envelope(public, index)
+    assert opened is not None
+    statement = json.loads(opened[1])
+    assert [s["digest"]["sha256"] for s in statement["subject"]] == [
+        d.removeprefix("sha256:") for d in (pushed.index, *pushed.manifests.values())]
+    assert statement["predicate"]["buildDefinition"]["externalParameters"]["platforms"] == [
+        "windows/amd64", "linux/amd64"]
 
 
 def hashlib_hex(path: Path) -> str:
@@ -489,8 +497,13 @@ def test_pushing_again_replaces_our_signatures_and_keeps_anothers(cosign: Path, 
                 len(attach.tagged_layers(client, pushed.repo, attach.cosign_tag(linux, "att"))))
 
     assert counts() == (2, 1)
+    stale = pushed.root / "dist/provenance/windows-arm64.intoto.jsonl"  # from a push with another platform list
+    stale.write_text("{}\n")
     again = run_doit(pushed.root, "image", "--push", env={signing.PASSWORD_ENV: PASSWORD})
     assert again.returncode == 0, again.output
+    assert not stale.exists(), "a previous push's provenance does not stay beside this one's"
+    assert sorted(p.name for p in (pushed.root / "dist/provenance").iterdir()) == [
+        "index.intoto.jsonl", "linux-amd64.intoto.jsonl", "windows-amd64.intoto.jsonl"]
     assert f"signed {pushed.ref(linux)}" in again.output
     assert counts() == (2, 1), "our signature and provenance replaced, cosign's signature kept"
     for key in (tmp_path / "cosign.pub", pushed.root / "wgobuild.pub"):

@@ -1,11 +1,14 @@
-"""SLSA v1 provenance of one platform image: an in-toto statement (wgobuild/signing.py signs it in DSSE).
+"""SLSA v1 provenance of the pushed images: an in-toto statement (wgobuild/signing.py signs it in DSSE).
+
+One statement per platform image (its manifest is the subject) and, for a multi-platform tag, one for the index
+(the index and every manifest in it are the subjects).
 
 The predicate (https://slsa.dev/spec/v1.0/provenance):
 
 - ``buildDefinition.buildType``: :data:`BUILD_TYPE`, wgobuild's image build;
-- ``externalParameters``: the config file (path and SHA-256), the platform, the image reference, and the source
-  (git commit and whether the work tree had uncommitted changes; no git: both empty);
-- ``internalParameters``: ``SOURCE_DATE_EPOCH`` and the image backend;
+- ``externalParameters``: the config file (path and SHA-256), the platforms, the per-platform image references,
+  and the source (git commit and whether the work tree had uncommitted changes; no git: both empty);
+- ``internalParameters``: ``SOURCE_DATE_EPOCH`` and the image backends;
 - ``resolvedDependencies``: the source tree (SHA-256 over the sorted ``path NUL sha256(content) LF`` lines of the
   files git tracks or would track, the output and state folders left out; without git, every file under the module
   root), ``go.sum``, the base image (its reference and manifest digest; ``scratch``: none), and the Go toolchain
@@ -96,7 +99,8 @@ def go_version(config: Config, platform_text: str) -> str:
     return ",".join(sorted(versions))
 
 
-def predicate(config: Config, result: ImageResult) -> dict[str, Any]:
+def predicate(config: Config, results: list[ImageResult]) -> dict[str, Any]:
+    """The SLSA v1 predicate of the images built from ``results`` (one platform, or every platform of an index)."""
     import wgobuild
     from wgobuild.image import source_date_epoch
 
@@ -105,15 +109,18 @@ def predicate(config: Config, result: ImageResult) -> dict[str, Any]:
     gosum = config.root / "go.sum"
     if gosum.is_file():
         deps.append({"name": "go.sum", "uri": "file:go.sum", "digest": {"sha256": _sha256(gosum)}})
-    base = result.extra.get("base")
-    if isinstance(base, dict) and base.get("source") and base.get("source") != "scratch":
-        entry: dict[str, Any] = {"name": "base image", "uri": str(base["source"])}
-        if isinstance(digest := base.get("digest"), str) and digest.startswith("sha256:"):
-            entry["digest"] = {"sha256": digest.removeprefix("sha256:")}
-        deps.append(entry)
-    if version := go_version(config, result.platform):
-        deps.append({"name": "go toolchain", "uri": f"pkg:golang/toolchain@{version}",
-                     "annotations": {"version": version}})
+    bases: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in results:
+        base = result.extra.get("base")
+        if isinstance(base, dict) and base.get("source") and base.get("source") != "scratch":
+            entry: dict[str, Any] = {"name": "base image", "uri": str(base["source"])}
+            if isinstance(digest := base.get("digest"), str) and digest.startswith("sha256:"):
+                entry["digest"] = {"sha256": digest.removeprefix("sha256:")}
+            bases[(entry["uri"], str(entry.get("digest")))] = entry
+    deps += [bases[key] for key in sorted(bases)]
+    versions = sorted({v for result in results for v in go_version(config, result.platform).split(",") if v})
+    deps += [{"name": "go toolchain", "uri": f"pkg:golang/toolchain@{version}", "annotations": {"version": version}}
+             for version in versions]
     config_rel = config.path.relative_to(config.root).as_posix() if config.path.is_relative_to(config.root) \
         else config.path.name
     epoch = source_date_epoch()
@@ -123,11 +130,11 @@ def predicate(config: Config, result: ImageResult) -> dict[str, Any]:
             "externalParameters": {
                 "config": {"path": config_rel, "digest": {"sha256": _sha256(config.path)}},
                 "source": git_source(config),
-                "platform": result.platform,
-                "reference": result.reference,
+                "platforms": [result.platform for result in results],
+                "references": [result.reference for result in results],
             },
             "internalParameters": {"SOURCE_DATE_EPOCH": "" if epoch is None else str(epoch),
-                                   "backend": result.backend},
+                                   "backends": sorted({result.backend for result in results})},
             "resolvedDependencies": deps,
         },
         "runDetails": {"builder": {"id": BUILDER, "version": {"wgobuild": wgobuild.__version__}},
@@ -135,9 +142,10 @@ def predicate(config: Config, result: ImageResult) -> dict[str, Any]:
     }
 
 
-def statement(config: Config, result: ImageResult, subjects: list[tuple[str, str]]) -> bytes:
-    """The in-toto statement (JSON bytes) about ``(name, digest)`` subjects: the pushed platform image."""
-    return in_toto(subjects, PREDICATE_TYPE, predicate(config, result))
+def statement(config: Config, results: list[ImageResult], subjects: list[tuple[str, str]]) -> bytes:
+    """The in-toto statement (JSON bytes) about ``(name, digest)`` subjects: a pushed platform image, or an index
+    and every image in it."""
+    return in_toto(subjects, PREDICATE_TYPE, predicate(config, results))
 
 
 def in_toto(subjects: list[tuple[str, str]], predicate_type: str, body: dict[str, Any] | None = None) -> bytes:

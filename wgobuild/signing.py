@@ -12,8 +12,9 @@
   * cosign's simple-signing payload (``{"critical": {"identity": {"docker-reference": ...}, "image":
     {"docker-manifest-digest": ...}, "type": "cosign container image signature"}, "optional": null}``) signed as
     is, under the ``sha256-<hex>.sig`` tag (what skopeo and cosign's default mode read).
-- Per platform image, the provenance (wgobuild/provenance.py) in a DSSE envelope: written to
-  ``dist/provenance/<platform>.intoto.jsonl``, attached as a bundle artifact and under ``sha256-<hex>.att``.
+- Per platform image and for the index, the provenance (wgobuild/provenance.py) in a DSSE envelope: written to
+  ``dist/provenance/<platform>.intoto.jsonl`` (``index.intoto.jsonl``), attached as a bundle artifact and under
+  ``sha256-<hex>.att``.
 - Per platform image, its SBOM (wgobuild/sbom.py's image SPDX), attached as an artifact and under ``.sbom``, signed
   or not.
 
@@ -308,7 +309,8 @@ def provenance_path(config: Config, platform_key: str) -> Path:
 
 def after_push(config: Config, pushed: str, target: Target, results: list[ImageResult],
                signer: Signer | None, insecure: list[str]) -> list[str]:
-    """Attach each platform image's SBOM and (with a key) its provenance, and sign every manifest and the index.
+    """Attach each platform image's SBOM, and with a key sign every manifest and the index and attach their
+    provenance.
 
     ``pushed`` is ``registry/repository@digest`` as the registry writer returned it. Returns one line per
     document attached.
@@ -322,6 +324,8 @@ def after_push(config: Config, pushed: str, target: Target, results: list[ImageR
     client, repo = Client(ref.registry, insecure), ref.repository
     name = f"{ref.registry}/{repo}"
     lines: list[str] = []
+    for old in sorted((config.out_dir / "provenance").glob("*.intoto.jsonl")):
+        files.remove(old)  # a previous push's: none may look like this push's provenance
     subjects: list[tuple[attach.Subject, ImageResult | None]] = [
         (attach.Subject(image.digest, image.media_type, len(image.manifest)), result)
         for image, result in zip(target.images, results, strict=True)]
@@ -341,21 +345,23 @@ def after_push(config: Config, pushed: str, target: Target, results: list[ImageR
             continue
         _sign(client, repo, name, subject, signer)
         lines.append(f"signed {name}@{subject.digest}")
-        if result is None:
-            continue
-        doc = provenance.statement(config, result, [(name, subject.digest)])
-        envelope = signer.dsse(INTOTO_PAYLOAD, doc)
         from wgobuild.config import Platform
 
-        files.write_text(provenance_path(config, Platform.parse(result.platform).key),
-                         json.dumps(envelope, separators=(",", ":")) + "\n")
+        if result is None:  # the index: its provenance names it and every image in it
+            about, what, key = results, "index", "index"
+            named = [(name, subject.digest), *[(name, image.digest) for image in target.images]]
+        else:
+            about, what, key = [result], result.platform, Platform.parse(result.platform).key
+            named = [(name, subject.digest)]
+        envelope = signer.dsse(INTOTO_PAYLOAD, provenance.statement(config, about, named))
+        files.write_text(provenance_path(config, key), json.dumps(envelope, separators=(",", ":")) + "\n")
         attach.put_referrer(client, repo, subject, BUNDLE_MEDIA, attach.Layer(signer.bundle(envelope), BUNDLE_MEDIA),
                             {"dev.sigstore.bundle.content": "dsse-envelope",
                              "dev.sigstore.bundle.predicateType": provenance.PREDICATE_TYPE})
         _add_layer(client, repo, attach.cosign_tag(subject.digest, "att"), signer, attach.Layer(
             json.dumps(envelope, separators=(",", ":")).encode(), DSSE_MEDIA,
             {SIGNATURE_ANNOTATION: "", "predicateType": provenance.PREDICATE_TYPE}))
-        lines.append(f"provenance {result.platform} -> {name}:{attach.cosign_tag(subject.digest, 'att')}")
+        lines.append(f"provenance {what} -> {name}:{attach.cosign_tag(subject.digest, 'att')}")
     return lines
 
 
