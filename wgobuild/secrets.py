@@ -163,4 +163,4 @@ def check_build_args(build_args: dict[str, str], config_path: object) -> None:
             why = f"its value is flagged as {rules[0]}" if rules else "its name says it carries a credential"
             raise ConfigError(config_path, f"[image].build_args.{name}", f"{why}; build args end up in the image's "
                               "history, so none may carry a credential: vendor private modules on the host (`go mod "
-                              "vendor`, docs/supply-chain.md) and give the service its secrets at run time")
+                              "vendor`: the builder stage copies vendor/) and give the service its secrets at run time")
