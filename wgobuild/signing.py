@@ -316,6 +316,7 @@ def after_push(config: Config, pushed: str, target: Target, results: list[ImageR
     document attached.
     """
     from wgobuild import files, provenance
+    from wgobuild.config import Platform
     from wgobuild.oci import attach
     from wgobuild.oci import manifest as mf
     from wgobuild.oci.registry import Client, Reference
@@ -345,8 +346,6 @@ def after_push(config: Config, pushed: str, target: Target, results: list[ImageR
             continue
         _sign(client, repo, name, subject, signer)
         lines.append(f"signed {name}@{subject.digest}")
-        from wgobuild.config import Platform
-
         if result is None:  # the index: its provenance names it and every image in it
             about, what, key = results, "index", "index"
             named = [(name, subject.digest), *[(name, image.digest) for image in target.images]]
