@@ -228,12 +228,13 @@ def test_cosign_verifies_both_forms_and_the_provenance(cosign: Path, pushed: Pus
 # --- rejections: an unsigned, a tampered and a transplanted image --------------------------------------------
 @dataclass
 class Forgeries:
-    unsigned: str  # the linux image with one annotation added: same layers, never signed
-    transplanted: str  # another unsigned variant carrying the linux image's .sig and bundles, copied over
+    unsigned: str  # a reference: the suite's linux base image, which nobody signed
+    tampered: str  # the signed linux image changed after signing (one annotation added): a digest never signed
+    transplanted: str  # another changed copy, carrying the linux image's .sig, .att and bundles copied over
 
 
 @pytest.fixture(scope="module")
-def forged(pushed: Pushed) -> Forgeries:
+def forged(pushed: Pushed, seeded_bases: Any) -> Forgeries:
     client, repo = pushed.client, pushed.repo
     source = pushed.manifests["linux"]
     data, media = client.get_manifest(repo, source)
@@ -245,7 +246,7 @@ def forged(pushed: Pushed) -> Forgeries:
         client.put_manifest(repo, note, raw, media)
         return mf.digest_of(raw)
 
-    unsigned, transplanted = variant("unsigned"), variant("transplanted")
+    tampered, transplanted = variant("tampered"), variant("transplanted")
     target = attach.Subject(transplanted, media, len(mf.canonical(json.loads(data))))
     attach.put_tagged(client, repo, attach.cosign_tag(transplanted, "sig"),
                       attach.tagged_layers(client, repo, attach.cosign_tag(source, "sig")))
@@ -253,22 +254,22 @@ def forged(pushed: Pushed) -> Forgeries:
                       attach.tagged_layers(client, repo, attach.cosign_tag(source, "att")))
     for doc, layer in attach.referrers(client, repo, source, signing.BUNDLE_MEDIA):
         attach.put_referrer(client, repo, target, signing.BUNDLE_MEDIA, layer, doc.get("annotations"))
-    return Forgeries(unsigned, transplanted)
+    return Forgeries(seeded_bases.linux, tampered, transplanted)
 
 
-def test_cosign_rejects_unsigned_and_transplanted(cosign: Path, pushed: Pushed, forged: Forgeries,
-                                                  tmp_path: Path) -> None:
+def test_cosign_rejects_unsigned_tampered_and_transplanted(cosign: Path, pushed: Pushed, forged: Forgeries,
+                                                           tmp_path: Path) -> None:
     root = trusted_root(tmp_path)
-    for digest, legacy_says in ((forged.unsigned, "no signatures found"),
-                                (forged.transplanted, "invalid or missing digest in claim")):
-        legacy = cosign_verify(cosign, pushed, pushed.ref(digest))
+    for ref, legacy_says in ((forged.unsigned, "no signatures found"),
+                             (pushed.ref(forged.tampered), "no signatures found"),
+                             (pushed.ref(forged.transplanted), "invalid or missing digest in claim")):
+        legacy = cosign_verify(cosign, pushed, ref)
         assert legacy.returncode != 0 and legacy_says in legacy.output, legacy.output
-        bundle = cosign_verify(cosign, pushed, pushed.ref(digest), "--new-bundle-format", "--trusted-root", root)
+        bundle = cosign_verify(cosign, pushed, ref, "--new-bundle-format", "--trusted-root", root)
         assert bundle.returncode != 0, bundle.output
         assert "no valid bundles exist" in bundle.output or "no matching attestations" in bundle.output, bundle.output
         att = run_cosign(cosign, "verify-attestation", "--type", "slsaprovenance1", "--key",
-                         pushed.root / "wgobuild.pub", "--insecure-ignore-tlog=true", "--allow-insecure-registry",
-                         pushed.ref(digest))
+                         pushed.root / "wgobuild.pub", "--insecure-ignore-tlog=true", "--allow-insecure-registry", ref)
         assert att.returncode != 0, att.output
     # negative control: an attestation type that was never attached is not found on the signed image either
     other = run_cosign(cosign, "verify-attestation", "--type", "spdxjson", "--key", pushed.root / "wgobuild.pub",
@@ -332,7 +333,7 @@ def test_skopeo_finds_the_sig_signature(pushed: Pushed, forged: Forgeries, tmp_p
     # Debian's skopeo 1.9 is built with sigstore disabled: it finds the signature and says it cannot check it
     found = skopeo_copy(pushed, tmp_path, pushed.manifests["linux"])
     assert found.returncode == 1 and "Source image rejected: Debian-local change: sigstore disabled" in found.output
-    none = skopeo_copy(pushed, tmp_path, forged.unsigned)
+    none = skopeo_copy(pushed, tmp_path, forged.tampered)
     assert none.returncode == 1, none.output
     assert "Source image rejected: A signature was required, but no signature exists" in none.output, none.output
 
@@ -345,7 +346,7 @@ def test_wgobuild_verify_accepts_the_push_and_rejects_the_forgeries(pushed: Push
     lines = good.output.splitlines()
     assert lines[-1] == f"{pushed.name}:v1: verified with {key}"
     assert sum(line.startswith("ok   ") for line in lines) == 3 * 3, "sig, bundle, provenance: index and images"
-    for digest, reason in ((forged.unsigned, f"sig: no {attach.cosign_tag(forged.unsigned, 'sig')} signature"),
+    for digest, reason in ((forged.tampered, f"sig: no {attach.cosign_tag(forged.tampered, 'sig')} signature"),
                            (forged.transplanted, f"sig: the signature is for {pushed.manifests['linux']}, not this "
                                                  "image")):
         bad = wgobuild("verify", pushed.ref(digest), "--key", key)
@@ -358,6 +359,9 @@ def test_wgobuild_verify_accepts_the_push_and_rejects_the_forgeries(pushed: Push
     assert wgobuild("keygen", other, env={signing.PASSWORD_ENV: PASSWORD}).returncode == 0
     wrong = wgobuild("verify", pushed.ref(pushed.index), "--key", other / "wgobuild.pub")
     assert wrong.returncode == 1 and "sig: the signature does not verify with this key" in wrong.output
+    base = wgobuild("verify", forged.unsigned, "--key", key)
+    assert base.returncode == 1 and base.output.splitlines()[-1] == f"{forged.unsigned}: NOT verified with {key}"
+    assert "bundle: no bundle attached" in base.output
 
 
 # --- provenance and SBOM ---------------------------------------------------------------------------------------
