@@ -142,9 +142,10 @@ def check(what: str, entries: dict[str, Path], binaries: dict[str, Path], allow:
         echo += skipped
     refused = [f for f in findings if not allowed(f, allow)]
     if refused:
-        lines = [f"  {f.where}" for f in refused[:20]]
-        if len(refused) > 20:
-            lines.append(f"  ... and {len(refused) - 20} more")
+        shown = list(dict.fromkeys(f.where for f in refused))  # one line per file, line and rule
+        lines = [f"  {where}" for where in shown[:20]]
+        if len(shown) > 20:
+            lines.append(f"  ... and {len(shown) - 20} more")
         keys = ", ".join(f'"{k}"' for k in dict.fromkeys(f.key for f in refused))
         raise StepFailed(f"{what}: secrets in files that would enter the image:\n" + "\n".join(lines) + "\n"
                          "Remove them (give the service its secrets at run time: environment, a mounted file, a "
