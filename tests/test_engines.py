@@ -324,6 +324,127 @@ def test_a_url_engine_does_not_read_docker_host(monkeypatch: pytest.MonkeyPatch,
                                  "platform to a running engine in [engines].")
 
 
+# -- TLS: a stand-in engine on tcp:// that wants a client certificate ---------------------------------------------
+
+
+def _certificates(folder: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as ca.pem, server-*.pem, cert.pem and
+    key.pem (the names DOCKER_CERT_PATH and the docker CLI use)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(name: str, key: Any, issuer: x509.Name, signer: Any, ca: bool = False,
+              ip: str = "") -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ip:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                                            critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    def write(name: str, key: Any, cert: x509.Certificate) -> None:
+        (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{name.replace('cert', 'key')}-key.pem" if name != "cert" else folder / "key.pem").write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+    folder.mkdir(parents=True)
+    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wgobuild test CA")])
+    ca = issue("wgobuild test CA", ca_key, ca_name, ca_key, ca=True)
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    write("server", server_key, issue("engine", server_key, ca_name, ca_key, ip="127.0.0.1"))
+    write("cert", client_key, issue("client", client_key, ca_name, ca_key))
+    return folder
+
+
+def _linux_engine(handler: Any) -> tuple[int, dict[str, str], bytes]:
+    path = handler.path.split("?")[0]
+    if path.endswith("/_ping"):
+        return 200, {"Content-Type": "text/plain", "Api-Version": "1.41"}, b"OK"
+    doc = {"ApiVersion": "1.41", "MinAPIVersion": "1.24", "Version": "24.0.7", "Os": "linux", "Arch": "amd64",
+           "OSType": "linux", "Architecture": "x86_64", "ServerVersion": "24.0.7"}
+    return 200, {"Content-Type": "application/json"}, json.dumps(doc).encode()
+
+
+@contextlib.contextmanager
+def _tls_engine(certs: Path) -> Iterator[Any]:
+    """A stand-in engine on https://127.0.0.1:PORT that refuses a client without a certificate of ``certs``' CA."""
+    import ssl
+    from http.server import ThreadingHTTPServer
+
+    from test_claims import _Recorder, _serving
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certs / "ca.pem"))
+    context.load_cert_chain(certs / "server.pem", certs / "server-key.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    with _serving(server, _linux_engine) as serving:
+        yield serving
+
+
+def test_tcp_engines_use_the_contexts_or_docker_cert_paths_certificates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = shutil.which("docker")
+    if cli is None:
+        service_missing("docker CLI (apt-get install docker.io)")
+    certs = _certificates(tmp_path / "certs")
+    with _tls_engine(certs) as server:
+        url = f"tcp://127.0.0.1:{server.server_address[1]}"
+        folder = tmp_path / "docker-config"
+        proc.run([str(cli), "--config", str(folder), "context", "create", "tls-host", "--docker",
+                  f"host={url},ca={certs / 'ca.pem'},cert={certs / 'cert.pem'},key={certs / 'key.pem'}"],
+                 env=dict(os.environ), quiet=True, check=True, step="docker context create")
+        monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+        for name in ("DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"):
+            monkeypatch.delenv(name, raising=False)
+        import certifi
+
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # as on many hosts: must not replace the engine's CA
+
+        # Negative control: without certificates the engine refuses us (so the passes below are the certificates').
+        with pytest.raises(engine.EngineUnreachable) as caught:
+            engine.connect(timeout=5, engine=url)
+        assert str(caught.value) == (
+            f"cannot reach the Docker engine at {url}: connection reset by the engine (a TLS port wants certificates: "
+            "DOCKER_CERT_PATH with DOCKER_TLS_VERIFY=1, or a docker context with them). start it, or map the platform "
+            "to a running engine in [engines].")
+        # The engine's certificate checked against the system CAs instead of its own: refused, and said so.
+        monkeypatch.setenv("DOCKER_CERT_PATH", str(certs))
+        monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+        (certs / "ca.pem").rename(certs / "ca.pem.aside")
+        (certs / "ca.pem").symlink_to(certifi.where())
+        with pytest.raises(engine.EngineUnreachable) as caught:
+            engine.connect(timeout=5, engine=url)
+        assert str(caught.value).startswith(
+            f"cannot reach the Docker engine at {url}: TLS: the engine's certificate does not verify against the CA "
+            "given (ca.pem of the docker context or of DOCKER_CERT_PATH)."), str(caught.value)
+        (certs / "ca.pem").unlink()
+        (certs / "ca.pem.aside").rename(certs / "ca.pem")
+        monkeypatch.delenv("DOCKER_CERT_PATH")
+        monkeypatch.delenv("DOCKER_TLS_VERIFY")
+
+        # A context: its own CA, certificate and key, as the docker CLI stored them.
+        with contextlib.closing(engine.connect(timeout=5, engine="tls-host")) as client:
+            assert client.info()["OSType"] == "linux"
+        # An engine URL: DOCKER_CERT_PATH's files, the server checked against its ca.pem (DOCKER_TLS_VERIFY).
+        monkeypatch.setenv("DOCKER_CERT_PATH", str(certs))
+        monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+        with contextlib.closing(engine.connect(timeout=5, engine=url)) as client:
+            assert client.info()["OSType"] == "linux"
+        assert [r for r in server.requests if r.endswith("/info")] == ["GET /v1.41/info"] * 2, server.requests
+
+
 # -- Windows engines (the stand-in engine of test_claims answers /info as a Windows host would) -----------------
 
 
