@@ -179,7 +179,11 @@ def run(cfg: Config, step: Step, build: Callable[..., Any], *args: Any, **kwargs
     if store is None or str(store) in _DOWN:
         build(*args, **kwargs)
         return
-    key = fingerprint(cfg.root, step)
+    try:
+        key = fingerprint(cfg.root, step)
+    except OSError:  # an input vanished under the run: the step itself says which, as without a cache
+        build(*args, **kwargs)
+        return
     try:
         if fetch(store, cfg.root, step, key):
             proc.echo(f"from the team cache {store} ({step.kind}-{key[:12]})", step.name)
@@ -188,12 +192,15 @@ def run(cfg: Config, step: Step, build: Callable[..., Any], *args: Any, **kwargs
         proc.echo(f"team cache entry refused: {exc}; running the step", step.name)
     except WgobuildError as exc:
         _give_up(store, exc)
+    except OSError as exc:  # this machine's disk: the step's own outputs will say more if it persists
+        proc.echo(f"team cache: cannot write the fetched outputs ({exc.strerror or exc}); running the step",
+                  step.name)
     build(*args, **kwargs)
     if store.mode != "readwrite" or str(store) in _DOWN:
         return
     try:
         upload(store, cfg.root, step, key)
-    except WgobuildError as exc:
+    except (WgobuildError, OSError) as exc:
         _give_up(store, exc)
 
 
@@ -315,10 +322,15 @@ def _verify(client: Any, store: Store, public_key: Path, doc: dict[str, Any], la
 
 def _small_blob(client: Any, store: Store, digest: str, what: str, limit: int = 1 << 20) -> bytes:
     """A small blob (at most ``limit`` bytes), CacheError unless it has ``digest``."""
+    import urllib3
+
     response = client.open_blob(store.repository, digest)
     with response:
         response.raw.decode_content = True
-        data: bytes = response.raw.read(limit + 1)
+        try:
+            data: bytes = response.raw.read(limit + 1)
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise CacheError(f"{what}: the download broke off ({type(exc).__name__})") from None
     if len(data) > limit or f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
         raise CacheError(f"{what}: not the blob {digest[:23]}… it names")
     return data
@@ -348,6 +360,8 @@ def _signer(path: Path) -> Any:
 
 def _download(client: Any, store: Store, layer: dict[str, Any], tmp: Path, what: str) -> None:
     """Stream one blob into ``tmp``; CacheError unless it has exactly the descriptor's size and digest."""
+    import urllib3
+
     size, digest = int(layer["size"]), str(layer["digest"])
     hasher, have = hashlib.sha256(), 0
     response = client.open_blob(store.repository, digest)
@@ -356,8 +370,8 @@ def _download(client: Any, store: Store, layer: dict[str, Any], tmp: Path, what:
         while have <= size:
             try:
                 block = response.raw.read(min(_CHUNK, size + 1 - have))
-            except OSError as exc:
-                raise CacheError(f"{what}: the download broke off ({exc})") from None
+            except (OSError, urllib3.exceptions.HTTPError) as exc:  # reset, read timeout, short body
+                raise CacheError(f"{what}: the download broke off ({type(exc).__name__})") from None
             if not block:
                 break
             hasher.update(block)
