@@ -128,7 +128,10 @@ def file_digest(path: str) -> str:
 
 
 def _relative(path: str | Path, root: Path) -> str:
-    return Path(os.path.relpath(path, root)).as_posix()
+    try:
+        return Path(os.path.relpath(path, root)).as_posix()
+    except ValueError:  # Windows: another drive than the module's
+        return Path(path).as_posix()
 
 
 def _portable(value: Any) -> Any:
