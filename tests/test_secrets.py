@@ -117,22 +117,35 @@ def test_each_rule_finds_its_secret_and_plain_text_passes(text: str, rule: str) 
     assert secrets.scan_text("f.txt", "first line\nAKIA is a prefix; ghp_ too; BEGIN PUBLIC KEY\n") == []
 
 
-def test_a_secret_only_the_executable_holds_is_named_and_one_an_entry_holds_is_named_once(tmp_path: Path) -> None:
-    key = pem_private_key()
-    exe = tmp_path / "svc.exe"
-    exe.write_bytes(b"MZ\x90\x00" + bytes(range(256)) + key.encode() + b"\x00" * 64)
-    with pytest.raises(StepFailed) as failed:
-        secrets.check("image windows/amd64", {}, {"dist/svc.exe": exe}, [])
-    assert "\n  dist/svc.exe: Private Key (in the executable's bytes)\n" in str(failed.value)
-    assert '[policy] allow_secrets = ["dist/svc.exe:Private Key"]' in str(failed.value)
-    embedded = tmp_path / "key.pem"
-    embedded.write_text(key)
-    with pytest.raises(StepFailed) as failed:
-        secrets.check("image windows/amd64", {"assets/key.pem": embedded}, {"dist/svc.exe": exe}, [])
-    assert "  assets/key.pem line 1: Private Key" in str(failed.value)
-    assert "svc.exe" not in str(failed.value)
-    assert secrets.check("x", {"assets/key.pem": embedded}, {"dist/svc.exe": exe},
-                         ["assets/*.pem:Private Key"])[0].key == "assets/key.pem:Private Key"
+def test_a_secret_in_ldflags_fails_the_image_step_naming_the_key(tmp_path: Path) -> None:
+    """-X values end up in the binary: a token passed through [build].ldflags is found where it was written."""
+    root = secret_module(tmp_path / "m", "plain\n", "port = 8080\n")
+    toml = root / "wgobuild.toml"
+    token = github_token()
+    text = toml.read_text().replace('platforms = ["linux/amd64"]\n',
+                                    f'platforms = ["linux/amd64"]\nldflags = ["-X main.token={token}"]\n')
+    toml.write_text(text)
+    failed = run_doit(root, "image")
+    assert failed.returncode != 0, failed.output
+    assert "[build].ldflags line 1: GitHub Token" in failed.output, failed.output
+    assert token not in failed.output, "the secret itself is never printed"
+    toml.write_text(text.replace("allow_secrets = []", 'allow_secrets = ["[build].ldflags:GitHub Token"]'))
+    assert run_doit(root, "image").returncode == 0, "the printed key lets it through"
+
+
+def test_a_clean_scan_reads_the_detectors_patterns_from_the_state_and_finds_what_they_find(tmp_path: Path) -> None:
+    """The detectors' own patterns, kept per detect-secrets version, decide whether a text needs the detectors:
+    a clean text after the first scan is answered from them; one that holds a key still finds it."""
+    first = secrets.Scanner(tmp_path)
+    assert first.scan_text("a.go", "package main\n") == []
+    cached = list(tmp_path.glob("secret-patterns-*.json"))
+    assert len(cached) == 1, "the patterns are kept for the next run"
+    later = secrets.Scanner(tmp_path)
+    assert later.scan_text("b.go", "package main\n") == [] and later._loaded is None, "no detector loaded"
+    found = later.scan_text("k.pem", "x\n" + pem_private_key())
+    assert [(f.line, f.rule) for f in found] == [(2, "Private Key")]
+    cached[0].write_text("[]")  # negative control: with no patterns nothing would ever be looked at
+    assert secrets.Scanner(tmp_path).scan_text("k.pem", pem_private_key()) == []
 
 
 def test_a_file_over_the_size_limit_is_skipped_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,11 +153,11 @@ def test_a_file_over_the_size_limit_is_skipped_with_one_line(tmp_path: Path, mon
     big.write_text(pem_private_key())
     monkeypatch.setattr(secrets, "MAX_SCAN_BYTES", 100)
     skipped: list[str] = []
-    assert secrets.check("x", {"big.bin": big}, {}, [], skipped) == []
+    assert secrets.check("x", {"big.bin": big}, [], skipped) == []
     assert skipped == ["big.bin: not scanned for secrets: larger than 0 MiB"]
     monkeypatch.setattr(secrets, "MAX_SCAN_BYTES", 1 << 20)
     with pytest.raises(StepFailed, match=r"big\.bin line 1: Private Key"):
-        secrets.check("x", {"big.bin": big}, {}, [], skipped)
+        secrets.check("x", {"big.bin": big}, [], skipped)
 
 
 def test_an_allowlist_key_without_a_rule_is_refused(tmp_path: Path) -> None:

@@ -164,10 +164,10 @@ def base_system32(cfg: Config, platform: Platform) -> frozenset[str] | None:
 
 
 # --- everything that enters the image, checked before it is built -----------------------------------------------
-def image_inputs(cfg: Config, platform: Platform) -> tuple[dict[str, Path], dict[str, Path]]:
-    """(files, executables) that enter ``platform``'s image or its build, shown relative to the module: the files
-    each shipped binary is built from (its packages' sources and ``//go:embed`` files, from the go list data the
-    compile steps use), the rendered Dockerfile and .dockerignore, the servercore scripts; and the binaries."""
+def image_inputs(cfg: Config, platform: Platform) -> dict[str, Path]:
+    """The files that enter ``platform``'s image or its build, shown relative to the module: the files each shipped
+    binary is built from (its packages' sources and ``//go:embed`` files, from the go list data the compile steps
+    use), the rendered Dockerfile and .dockerignore, the servercore scripts."""
     from wgobuild import dockerfile, gotool, secrets
 
     inputs = gotool.ProjectInputs(cfg)
@@ -178,10 +178,7 @@ def image_inputs(cfg: Config, platform: Platform) -> tuple[dict[str, Path], dict
                     if p.is_file()})
     if platform.os == "windows" and cfg.image.runtime == "servercore":
         entries.update({secrets.shown_name(p, cfg.root): p for p in dockerfile.script_files(cfg).values()})
-    binaries = {} if cfg.image.style == "multistage" else {
-        secrets.shown_name(cfg.binary_path(b, platform), cfg.root): cfg.binary_path(b, platform)
-        for b in cfg.image_binaries}
-    return entries, binaries
+    return entries
 
 
 def before_build(cfg: Config, platform: Platform) -> dict[str, list[str]]:
@@ -191,9 +188,10 @@ def before_build(cfg: Config, platform: Platform) -> dict[str, list[str]]:
     from wgobuild import proc, secrets
 
     secrets.check_build_args(cfg.image.build_args, cfg.path)
-    entries, binaries = image_inputs(cfg, platform)
     skipped: list[str] = []
-    secrets.check(f"image {platform}", entries, binaries, cfg.policy.allow_secrets, skipped)
+    ldflags = {"[build].ldflags": "\n".join(cfg.build.ldflags)} if cfg.build.ldflags else {}
+    secrets.check(f"image {platform}", image_inputs(cfg, platform), cfg.policy.allow_secrets, skipped,
+                  texts=ldflags, state_dir=cfg.state_dir)
     for line in skipped:
         proc.echo(line, f"image-platform:{platform.key}")
     if platform.os != "windows" or cfg.image.style == "multistage":
