@@ -156,6 +156,8 @@ ROWS: list[tuple[str, str | bytes, str, str, Setup | None]] = [
      "an engine URL starts with", None),
     ("engines context name", M + '[engines]\n"linux/amd64" = "a b"\n', '[engines]."linux/amd64"',
      "neither a docker context name", None),
+    ("cache registry", M + '[cache]\nregistry = "host:5000/Repo\\n"\n', "[cache].registry",
+     "use host[:port]/repository", None),
 ]
 
 
