@@ -91,6 +91,19 @@ def test_second_clone_fetches_everything_and_matches_byte_for_byte(tmp_path: Pat
     assert "not used in this run: " in asked.output and "config.json: not valid JSON" in asked.output, asked.output
 
 
+def test_registry_down_builds_locally_with_one_line(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    root = with_cache(copy_hello(tmp_path / "hello"), f"{dead}/team/cache")
+    built = run_doit(root, "compile")
+    assert built.returncode == 0, built.output
+    assert built.ran == {"compile:hello-linux-amd64", "compile:hello-windows-amd64"}, built.output
+    lines = [line for line in built.output.splitlines() if "team cache" in line]
+    assert lines == [f"wgobuild: team cache {dead}/team/cache not used in this run: cannot reach registry {dead} "
+                     "(no network, or a wrong address); building locally"], built.output
+    steps = json.loads((root / "dist" / "reports" / "run.json").read_text())["steps"]
+    assert all(s["programs"] > 0 for s in steps if s["status"] == "ran")  # go build ran for both
+
+
 # --- the cache module against real registries ----------------------------------------------------------------------
 def project(root: Path, registry: str, mode: str = "readwrite", key: str = "") -> config.Config:
     root.mkdir(parents=True, exist_ok=True)
