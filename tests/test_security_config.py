@@ -83,6 +83,7 @@ ROWS: list[tuple[str, str | bytes, str, str, Setup | None]] = [
      None),
     ("policy allowlist", M + '[policy]\nallow_secrets = ["key.pem:"]\n', "[policy].allow_secrets[0]",
      "path-glob:rule", None),
+    ("sign key", M + '[sign]\nkey = " "\n', "[sign].key", "name the key file wgobuild keygen wrote", None),
     ("account", M + '[harden]\nidentity = "local-user"\n', "[harden].account", "needs an account", None),
     ("logs keep", M + "[logs]\nkeep = 100001\n", "[logs].keep", "must be 0-100000", None),
     ("schedule newline", M + '[logs]\nschedule = "03:00\\n"\n', "[logs].schedule", "time of day", None),
