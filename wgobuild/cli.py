@@ -14,7 +14,7 @@ from wgobuild.errors import WgobuildError
 if TYPE_CHECKING:
     import argparse
 
-_OWN_COMMANDS = ("init", "doctor")
+_OWN_COMMANDS = ("init", "doctor", "cache", "keygen", "verify")
 _OWN_FLAGS = (["-h"], ["--help"], ["--version"])
 
 
@@ -40,6 +40,25 @@ def _parser() -> argparse.ArgumentParser:
                       help="the binary the image runs (a binary name or package folder such as cmd/shopd)")
     doctor = sub.add_parser("doctor", help="report the Go toolchain, Docker engine, PowerShell and registries")
     doctor.add_argument("path", nargs="?", default=".", help="Go module root (default: current folder)")
+    cache = sub.add_parser("cache", help="the team cache in the registry of [cache] registry")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    prune = cache_sub.add_parser("prune", help="delete the cache entries created more than --older-than ago")
+    prune.add_argument("--older-than", metavar="AGE", required=True, help="an age such as 30d, 12h or 2w")
+    prune.add_argument("path", nargs="?", default=".", help="Go module root (default: current folder)")
+    keygen = sub.add_parser("keygen", help="write the signing key pair wgobuild.key (encrypted) and wgobuild.pub",
+                            description="Write an ECDSA P-256 key pair: wgobuild.key in cosign's encrypted format "
+                            "(password from WGOBUILD_SIGNING_PASSWORD, else asked) and wgobuild.pub (PEM). Existing "
+                            "files are kept unless --force.")
+    keygen.add_argument("path", nargs="?", default=".", help="folder to write them into (default: current folder)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
+    verify = sub.add_parser("verify", help="check a pushed image's signatures (exit 0 verified, 1 not)",
+                            description="Check both signature forms of a pushed image and of each manifest of an "
+                            "index (the Sigstore bundle attached with subject, and cosign's sha256-<digest>.sig), "
+                            "and its provenance when attached, against a public key.")
+    verify.add_argument("reference", help="the image: registry/repository:tag or @sha256:...")
+    verify.add_argument("--key", required=True, type=Path, help="the public key (wgobuild.pub)")
+    verify.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                        help="a plain-HTTP registry (localhost and 127.0.0.1 always are)")
     return parser
 
 
@@ -55,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
                 from wgobuild.commands import init
 
                 return init.run(Path(options.path), force=options.force, entrypoint=options.entrypoint)
+            if options.command == "cache":
+                from wgobuild.commands import cache
+
+                return cache.prune(Path(options.path), options.older_than)
+            if options.command == "keygen":
+                from wgobuild.commands import keygen
+
+                return keygen.run(Path(options.path), force=options.force)
+            if options.command == "verify":
+                from wgobuild.commands import verify
+
+                return verify.run(options.reference, options.key, options.insecure_registry)
             from wgobuild.commands import doctor
 
             return doctor.run(Path(options.path))

@@ -378,6 +378,63 @@ class Image:
                                   "docker-archive:PATH or scratch")
 
 
+_CACHE_REGISTRY = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?"  # host[:port] / repository
+                             r"/[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+
+
+@section
+class Cache:
+    """The team-wide build cache (wgobuild/teamcache.py): a repository in a registry, read-write or read-only."""
+
+    registry: str = ""  # host[:port]/repository; "" = no team cache
+    mode: str = "readwrite"  # readwrite | read
+
+    def check(self, where: str, path: Path) -> None:
+        _check_choice(f"{where}.mode", self.mode, ("readwrite", "read"), path)
+        if self.registry and (not _CACHE_REGISTRY.fullmatch(self.registry) or len(self.registry) > 255):
+            raise ConfigError(path, f"{where}.registry", f"{self.registry!r}: use host[:port]/repository, such as "
+                              "'registry.example.com/team/wgobuild-cache' (a registry host and a lower-case path)")
+
+
+@section
+class Sign:
+    """Signing on push (wgobuild/signing.py): the cosign-format private key written by ``wgobuild keygen``."""
+
+    key: str = ""  # path of the encrypted private key, relative to the module root; "" = pushed images are unsigned
+
+    def check(self, where: str, path: Path) -> None:
+        if self.key and not self.key.strip():
+            raise ConfigError(path, f"{where}.key", f"{self.key!r}: name the key file wgobuild keygen wrote, such as "
+                              "'wgobuild.key'")
+
+
+_DLL_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,200}\.dll", re.IGNORECASE)
+
+
+@section
+class Policy:
+    """What an image must satisfy before it ships (wgobuild/policy.py, wgobuild/secrets.py): checked by the image
+    steps, before anything is pushed."""
+
+    require_signature: bool = False  # push refused unless [sign] key is set
+    max_image_mb: int = 0  # largest image (the size table's size, in MB of 10^6 bytes); 0 = no limit
+    forbid_dlls: list[str] = field(default_factory=list)  # DLLs no shipped Windows executable may import
+    allow_secrets: list[str] = field(default_factory=list)  # "path-glob:rule" keys the secret scan lets through
+
+    def check(self, where: str, path: Path) -> None:
+        if self.max_image_mb < 0:
+            raise ConfigError(path, f"{where}.max_image_mb", "must be 0 (no limit) or a size in MB, such as 300")
+        for i, dll in enumerate(self.forbid_dlls):
+            if not _DLL_NAME.fullmatch(dll):
+                raise ConfigError(path, f"{where}.forbid_dlls[{i}]", f"{dll!r}: name a DLL file, such as "
+                                  "'opengl32.dll'")
+        for i, key in enumerate(self.allow_secrets):
+            pattern, sep, rule = key.rpartition(":")
+            if not sep or not pattern.strip() or not rule.strip():
+                raise ConfigError(path, f"{where}.allow_secrets[{i}]", f"{key!r}: use 'path-glob:rule' as the "
+                                  "secret scan prints it, such as 'certs/test.pem:Private Key'")
+
+
 @section
 class Harden:
     service_name: str = ""  # default: project name
@@ -539,6 +596,10 @@ class Config:
     service: Service
     limits: Limits
     run: Run
+    engines: dict[str, str]  # [engines]: platform -> docker context name or engine URL (see engine_for)
+    cache: Cache
+    sign: Sign
+    policy: Policy
 
     @property
     def out_dir(self) -> Path:
@@ -586,6 +647,21 @@ class Config:
             default = image.linux_base
         return image.bases.get(platform.key) or image.bases.get(platform.goos_goarch) or default
 
+    def engine_for(self, platform: Platform) -> str:
+        """The engine ``[engines]`` maps ``platform`` to: a docker context name or an engine URL; "" for the default
+        engine (``DOCKER_HOST``, else the current docker context). A key with an os.version wins over a bare
+        ``os/arch`` key."""
+        found = ""
+        for key, engine in self.engines.items():
+            wanted = Platform.parse(key)
+            if wanted.goos_goarch != platform.goos_goarch:
+                continue
+            if not wanted.os_version:
+                found = found or engine
+            elif _build_number(wanted) == _build_number(platform):
+                return engine
+        return found
+
     def binary_path(self, binary: Binary, platform: Platform) -> Path:
         """``dist/<os>-<arch>/<name>[.exe]``: one binary per GOOS/GOARCH, shared by every os.version image."""
         return self.out_dir / f"{platform.os}-{platform.arch}" / f"{binary.name}{platform.exe_suffix}"
@@ -601,6 +677,9 @@ _SECTIONS: dict[str, type] = {
     "service": Service,
     "limits": Limits,
     "run": Run,
+    "cache": Cache,
+    "sign": Sign,
+    "policy": Policy,
 }
 _LISTS: dict[str, type] = {"binaries": Binary, "golden": Golden}
 
@@ -780,7 +859,7 @@ def _check_depth(data: dict[str, Any], path: Path) -> None:
 
 def from_dict(data: dict[str, Any], root: Path, path: Path) -> Config:
     """Validate an already-parsed TOML document (also used by tests and ``wgobuild init``)."""
-    allowed = [*_SECTIONS, *_LISTS]
+    allowed = [*_SECTIONS, *_LISTS, "engines"]
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise ConfigError(path, _shown_key(unknown[0]), f"unknown section; allowed: {', '.join(allowed)}")
@@ -825,7 +904,46 @@ def from_dict(data: dict[str, Any], root: Path, path: Path) -> Config:
             if not target.is_file():
                 raise ConfigError(path, f"golden[{i}].{key}", f"{getattr(case, key)!r}: no such file")
     _check_folders(sections, root, path)
-    return Config(root=root, path=path, binaries=lists["binaries"], golden=lists["golden"], **sections)
+    engines = _load_engines(data.get("engines", {}), sections["build"].targets, path)
+    return Config(root=root, path=path, binaries=lists["binaries"], golden=lists["golden"], engines=engines,
+                  **sections)
+
+
+# [engines] values: an engine URL of these schemes, or a docker context name (the docker CLI's own name rule).
+ENGINE_SCHEMES = ("unix", "tcp", "ssh", "npipe")
+_CONTEXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+_ENGINE_URL = re.compile(r"([a-z]+)://([^\s]{1,1000})")
+
+
+def _build_number(platform: Platform) -> str:
+    """``10.0.17763`` of a Windows platform (its os.version without the revision), "" for other OSes."""
+    return ".".join(platform.windows_version.split(".")[:3]) if platform.os == "windows" else ""
+
+
+def _load_engines(table: Any, targets: list[Platform], path: Path) -> dict[str, str]:
+    """``[engines]``: each key a platform this project builds (``os/arch`` or ``os/arch:os.version``), each value a
+    docker context name or an engine URL (unix://, tcp://, ssh://, npipe://). Whether a context exists is checked
+    when a build starts (``engine.check_contexts``): other commands (``invoke harden`` on a server) need none."""
+    engines: dict[str, str] = _coerce(table, dict[str, str], "[engines]", path)
+    for key, value in engines.items():
+        where = f'[engines]."{_shown_key(key)}"'
+        try:
+            wanted = Platform.parse(key)
+        except ValueError as exc:
+            raise ConfigError(path, where, f"{exc}; a key is a platform of [build].platforms") from None
+        if not any(p.goos_goarch == wanted.goos_goarch and (not wanted.os_version or
+                   _build_number(p) == _build_number(wanted)) for p in targets):
+            raise ConfigError(path, where, f"{key!r} is not built by this project ([build].platforms: "
+                              f"{', '.join(str(p) for p in targets)}); map only platforms it builds")
+        match = _ENGINE_URL.fullmatch(value)
+        if match:
+            if match[1] not in ENGINE_SCHEMES:
+                raise ConfigError(path, where, f"{value!r}: an engine URL starts with "
+                                  f"{', '.join(s + '://' for s in ENGINE_SCHEMES)}")
+        elif "://" in value or not _CONTEXT_NAME.fullmatch(value):
+            raise ConfigError(path, where, f"{value!r} is neither a docker context name (letters, digits, '_', '.', "
+                              f"'+', '-') nor an engine URL ({', '.join(s + '://' for s in ENGINE_SCHEMES)})")
+    return engines
 
 
 def _check_folders(sections: dict[str, Any], root: Path, path: Path) -> None:

@@ -203,6 +203,7 @@ class Client:
         self._credentials_read = False
         self._tokens: dict[str, str] = {}
         self._basic = False
+        self.timeout, self.retries = TIMEOUT, RETRIES  # a caller with a local fallback (the team cache) waits less
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -282,7 +283,7 @@ class Client:
             own = here == auth_origin
             response = self.session.request(
                 method, url, headers={**headers, **((auth or {}) if own else {})}, auth=basic if own else None,
-                params=params, data=body() if body else None, timeout=TIMEOUT, stream=True, allow_redirects=False)
+                params=params, data=body() if body else None, timeout=self.timeout, stream=True, allow_redirects=False)
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
@@ -322,7 +323,7 @@ class Client:
                 response = self._request(method, url, extra, auth=self._auth_header(scope), body=body, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 attempt += 1
-                if isinstance(exc, requests.exceptions.SSLError) or attempt >= RETRIES or (
+                if isinstance(exc, requests.exceptions.SSLError) or attempt >= self.retries or (
                         isinstance(exc, requests.ConnectionError) and _unresolvable(exc)):
                     raise self._transport_error(exc, url) from None
                 time.sleep(0.1 * 2**attempt)
@@ -335,7 +336,7 @@ class Client:
                 if self._login(response, scope):
                     response.close()
                     continue
-            if (code >= 500 or code == 429) and attempt + 1 < RETRIES:
+            if (code >= 500 or code == 429) and attempt + 1 < self.retries:
                 response.close()
                 attempt += 1
                 time.sleep(0.1 * 2**attempt)
@@ -407,6 +408,36 @@ class Client:
         response.close()
         return response.status_code == 200  # type: ignore[no-any-return]
 
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (``/tags/list``, following ``Link`` pages); none when it does not exist."""
+        found: list[str] = []
+        url = f"/{repository}/tags/list?n=1000"
+        for _ in range(10_000):
+            response = self._send("GET", url, scope=self.scope(repository))
+            if response.status_code == 404:
+                response.close()
+                return found
+            what = f"tag list of {repository}"
+            with self._check(response, what):
+                data = self._read(response, what)
+            try:
+                doc = json.loads(data)
+            except (ValueError, RecursionError):
+                doc = None
+            tags = doc.get("tags") if isinstance(doc, dict) else None
+            found += [t for t in tags or [] if isinstance(t, str)]
+            link = re.match(r"\s*<([^>]+)>\s*;\s*rel=\"?next\"?", response.headers.get("Link", ""))
+            if not link:
+                return found
+            url = urljoin(str(response.url), link.group(1))
+        return found
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest (the registry must allow deletes; its blobs go at its garbage collection)."""
+        scope = f"{self.scope(repository, True)},delete"
+        self._done(self._send("DELETE", f"/{repository}/manifests/{digest}", scope=scope),
+                   f"delete of manifest {repository}@{digest}")
+
     def open_blob(self, repository: str, digest: str) -> Any:
         """A streaming response for a blob (caller reads ``.raw`` to the blob's declared size and closes it)."""
         return self._check(self._send("GET", f"/{repository}/blobs/{digest}", scope=self.scope(repository)),
@@ -462,6 +493,28 @@ class Client:
         from wgobuild.oci.manifest import digest_of
 
         return digest_of(data)
+
+    def read_blob(self, repository: str, digest: str) -> bytes:
+        """A small blob (a signature payload, a bundle, an SBOM: at most 4 MiB), checked against its digest."""
+        from wgobuild.oci.manifest import digest_of
+
+        what = f"blob {repository}@{digest}"
+        with self.open_blob(repository, digest) as response:
+            data = self._read(response, what)
+        if digest_of(data) != digest:
+            raise RegistryError(f"{self.registry}: {what}: the registry sent bytes of another digest")
+        return data
+
+    def referrers(self, repository: str, digest: str) -> bytes | None:
+        """The OCI 1.1 referrers index of ``digest``, or None when the registry has no referrers API (404)."""
+        what = f"referrers of {repository}@{digest}"
+        response = self._send("GET", f"/{repository}/referrers/{digest}", scope=self.scope(repository),
+                              headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+        if response.status_code == 404:
+            response.close()
+            return None
+        with self._check(response, what):
+            return self._read(response, what)
 
 
 def _unresolvable(exc: Exception) -> bool:
