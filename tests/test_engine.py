@@ -77,6 +77,18 @@ def containers_since(started: float) -> list[dict]:
         return [c for c in client.api.containers(all=True) if c["Created"] >= int(started) - 1]
 
 
+def _tagged(reference: str) -> bool:
+    import docker.errors
+
+    client = engine.connect()
+    with contextlib.closing(client):
+        try:
+            client.api.inspect_image(reference)
+        except docker.errors.ImageNotFound:
+            return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def built(docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[config.Config, ImageResult]]:
     """examples/hello built once (binary 1.0.0) and its image built on the engine; images removed afterwards."""
@@ -84,6 +96,8 @@ def built(docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     binaries = compile_hello(cfg, "1.0.0")
     dockerfile.write(cfg, LINUX, "1.0.0", dockerfile.docker_dir(cfg, LINUX))
     result = engine.EngineBackend(cfg).build(request(cfg, binaries, "1.0.0", "1.0.0"))
+    assert not _tagged(result.reference), "the build step leaves the tag to the publish step (after the tests)"
+    engine.tag(result.reference, result.digest)
     yield cfg, result
     client = engine.connect()
     with contextlib.closing(client):
@@ -128,6 +142,7 @@ def test_base_share_and_gzip_context(built: tuple[config.Config, ImageResult], m
     binaries = compile_hello(cfg, "2.0.0")  # another binary at the same path: the app layer replaces the base's
     monkeypatch.setattr(engine, "wants_gzip", lambda address: True)  # as for a tcp:// or ssh:// engine
     result = engine.EngineBackend(cfg).build(request(cfg, binaries, "2.0.0", "onbase"))
+    engine.tag(result.reference, result.digest)
     assert run_image(result.reference, "-version") == "2.0.0"
     assert result.base_size == base.size and result.app_size > 0
     assert [layer.from_base for layer in result.layers] == [True] * len(base.layers) + [False]

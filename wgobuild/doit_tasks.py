@@ -36,6 +36,7 @@ from wgobuild import gotool, proc, progress, runlock  # noqa: E402
 from wgobuild.config import Config, Platform  # noqa: E402
 from wgobuild.errors import WgobuildError  # noqa: E402
 from wgobuild.report import RunReport, StepFigures, changed_inputs, changed_settings  # noqa: E402
+from wgobuild.teamcache import Step  # noqa: E402
 
 RUN = RunReport()
 
@@ -318,12 +319,15 @@ class Project:
                             "toolchain": self.build_settings(platform)}
                 if os.environ.get("SOURCE_DATE_EPOCH"):  # the SBOMs' creation time
                     settings["sbom_epoch"] = os.environ["SOURCE_DATE_EPOCH"]
+                inputs = self.inputs.files(binary.name, platform)
+                outputs = [output, *sbom.binary_paths(cfg, binary.name, platform)]
+                cached = Step("compile", f"compile:{name}", tuple(inputs), settings, tuple(outputs))
                 yield {
                     "name": name,
-                    "actions": [step(f"compile:{name}", sbom.compile_binary, cfg, binary, platform, version,
-                                     label=f"compile:{name}")],
-                    "file_dep": self.inputs.files(binary.name, platform),
-                    "targets": [str(output), *(str(p) for p in sbom.binary_paths(cfg, binary.name, platform))],
+                    "actions": [step(f"compile:{name}", lazy("teamcache", "run"), cfg, cached, sbom.compile_binary, cfg,
+                                     binary, platform, version, label=f"compile:{name}")],
+                    "file_dep": inputs,
+                    "targets": [str(p) for p in outputs],
                     "uptodate": [config_changed(settings)],
                     "clean": True,
                 }
@@ -334,13 +338,16 @@ class Project:
         junit = cfg.reports_dir / "junit.xml"
         if not test.enabled:
             return {"actions": [], "doc": "tests are off ([test].enabled = false)"}
+        settings = {"test": [test.packages, test.flags, test.timeout, cfg.build.tags, cfg.build.cgo,
+                             self.build_settings(self.host)]}
+        cached = Step("test", "test", tuple(self.inputs.test_files), {**settings, "host": str(self.host)}, (junit,))
         return {
-            "actions": [step("test", lazy("gotest", "test"), cfg.root, test.packages, flags=test.flags,
-                             timeout=test.timeout, tags=cfg.build.tags, cgo=cfg.build.cgo, junit=junit, label="test")],
+            "actions": [step("test", lazy("teamcache", "run"), cfg, cached, lazy("gotest", "test"), cfg.root,
+                             test.packages, flags=test.flags, timeout=test.timeout, tags=cfg.build.tags,
+                             cgo=cfg.build.cgo, junit=junit, label="test")],
             "file_dep": self.inputs.test_files,
             "targets": [str(junit)],
-            "uptodate": [config_changed({"test": [test.packages, test.flags, test.timeout, cfg.build.tags,
-                                                  cfg.build.cgo, self.build_settings(self.host)]})],
+            "uptodate": [config_changed(settings)],
             "clean": True,
         }
 
@@ -351,11 +358,13 @@ class Project:
         for case in cfg.golden:
             binary = next(b for b in cfg.binaries if b.name == (case.binary or cfg.binaries[0].name))
             exe = cfg.binary_path(binary, self.host)
+            inputs = [str(exe), str(cfg.root / case.input), str(cfg.root / case.expected)]
+            cached = Step("golden", f"golden:{case.name}", tuple(inputs), {"args": case.args}, ())
             yield {
                 "name": case.name,
-                "actions": [step(f"golden:{case.name}", gotool.golden, exe, case.args, cfg.root / case.input,
-                                 cfg.root / case.expected, cwd=cfg.root)],
-                "file_dep": [str(exe), str(cfg.root / case.input), str(cfg.root / case.expected)],
+                "actions": [step(f"golden:{case.name}", lazy("teamcache", "run"), cfg, cached, gotool.golden, exe,
+                                 case.args, cfg.root / case.input, cfg.root / case.expected, cwd=cfg.root)],
+                "file_dep": inputs,
                 "uptodate": [config_changed({"args": case.args})],
             }
 
@@ -392,7 +401,8 @@ class Project:
         }
 
     def task_image_platform(self) -> Iterator[dict[str, Any]]:
-        """Build one image per platform (Docker Engine, or daemonless OCI where no engine can)."""
+        """Build one image per platform (Docker Engine, or daemonless OCI where no engine can), beside the tests:
+        the image is not tagged in an engine here, so a failing test leaves no new image looking shipped."""
         from wgobuild import dockerfile, imaging
 
         cfg = self.cfg
@@ -400,7 +410,7 @@ class Project:
             record = imaging.record_path(cfg, platform)
             inputs = [str(cfg.binary_path(b, platform)) for b in cfg.image_binaries]
             inputs.append(str(dockerfile.docker_dir(cfg, platform) / "Dockerfile"))
-            after = ["test", "golden"]
+            after: list[str] = []  # not the tests: the image is built beside them; publishing waits for them
             if cfg.image.style == "multistage":  # compiled inside the builder stage: the Go sources are the input
                 inputs += sorted({f for b in cfg.binaries for f in self.inputs.files(b.name, platform)})
             if platform.os == "windows" and cfg.image.runtime == "servercore":
@@ -413,13 +423,15 @@ class Project:
                 "file_dep": inputs,
                 "task_dep": after,
                 "targets": [str(record)],
-                "uptodate": [config_changed(self.image_settings(platform)),
+                "uptodate": [config_changed({**self.image_settings(platform), **(  # the secret scan's allowlist
+                                 {"allow_secrets": allow} if (allow := cfg.policy.allow_secrets) else {})}),
                              lambda task, values, record=record: imaging.still_present(record)],
                 "clean": True,
             }
 
     def task_image(self) -> dict[str, Any]:
-        """Publish the images as one tag (OCI layout, docker-save tar, registry push) and report their sizes."""
+        """Once the tests and golden cases pass: tag the images in their engine (loading daemonless ones into it),
+        publish them as one tag (OCI layout, docker-save tar, registry push) and report their sizes."""
         from wgobuild import imaging
 
         cfg = self.cfg
@@ -428,12 +440,16 @@ class Project:
         return {
             "actions": [step("image", imaging.publish, cfg, self.version)],
             "file_dep": records,
-            "task_dep": ["scripts", *self.unshipped_compiles],  # image = false binaries are built all the same
+            # Nothing is tagged, loaded or pushed before the tests and golden cases pass; image = false binaries
+            # are built all the same.
+            "task_dep": ["test", "golden", "scripts", *self.unshipped_compiles],
             "targets": [str(summary)],
             "params": [{"name": "push", "long": "push", "type": bool, "default": False,
                         "help": "push the image(s) to the registry of image.repository"}],
             "uptodate": [config_changed({"push": cfg.image.push, "outputs": cfg.image.outputs,
-                                         "reference": cfg.image_repository, "tag": cfg.image.tag}),
+                                         "reference": cfg.image_repository, "tag": cfg.image.tag,
+                                         **({"engines": cfg.engines} if cfg.engines else {}),  # where to load
+                                         **({"policy": rules} if any((rules := asdict(cfg.policy)).values()) else {})}),
                          lambda task, values: not (task.options or {}).get("push")],
             "clean": [(clean_outputs, [cfg])],  # the whole output folder, not only the targets doit knows
         }
@@ -447,7 +463,9 @@ class Project:
                 if not b.image]
 
     def image_settings(self, platform: Platform) -> dict[str, Any]:
+        engine = self.cfg.engine_for(platform)  # [engines]: absent when unmapped, so no upgrade rebuilds
         return {"image": asdict(self.cfg.image), "version": self.version, "platform": str(platform),
+                **({"engine": engine} if engine else {}),
                 "project": asdict(self.cfg.project), "binaries": [b.name for b in self.cfg.binaries]}
 
 
@@ -472,7 +490,8 @@ def doit_config(cfg: Config) -> dict[str, Any]:
         "verbosity": 2,
         # Independent steps run side by side like `make -j`: links of several platforms, tests beside compiles.
         # Threads, not processes: actions are cheap Python around external programs. `doit -n 1` runs serially.
-        "num_process": min(4, os.cpu_count() or 1),
+        # Image steps on remote engines ([engines]) wait on those hosts, not this CPU: one worker per engine at least.
+        "num_process": max(min(4, os.cpu_count() or 1), len(set(cfg.engines.values()))),
         "par_type": "thread",
     }
 
@@ -500,6 +519,10 @@ def task_creators(root: str | Path, config_file: str | Path | None = None,
     refreshes; any other command (None) drops the shortcuts (see :mod:`wgobuild.fastpath`)."""
     try:
         cfg = config_mod.load(root, config_file)
+        if cfg.engines:  # the docker contexts [engines] names exist (only a build needs them)
+            from wgobuild import engine
+
+            engine.check_contexts(cfg)
         runlock.hold(cfg.state_dir)  # one run at a time: before doit opens its state DB and before git/go run
         project = Project(cfg)
     except WgobuildError as exc:

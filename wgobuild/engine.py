@@ -5,9 +5,10 @@ engines offer for native images anyway; the low-level call streams every step, s
 shown and kept. The build context is a tar made here, holding only the Dockerfile and the files it copies, so a
 remote Windows build host (``DOCKER_HOST=ssh://...`` or ``tcp://...``) receives megabytes, not the repository.
 
-The image is built untagged and tagged only after the engine reported success, so an interrupted or failed build
-never leaves the tag on a half-built image. This module's top level stays cheap (the SDK is imported inside
-functions): it is imported when doit creates tasks, on every no-op run.
+The image is built untagged and tagged (:func:`tag`) by the publish step, after the build succeeded and the tests
+and golden cases passed, so neither an interrupted build nor a failing test leaves the tag on a new image. This
+module's top level stays cheap (the SDK is imported inside functions): it is imported when doit creates tasks,
+on every no-op run.
 """
 
 from __future__ import annotations
@@ -51,8 +52,13 @@ class EngineUnreachable(WgobuildError):
 # Connecting
 
 
-def engine_address() -> str:
-    """Where the SDK will connect: ``$DOCKER_HOST``, else the current docker context's host, else the default."""
+def engine_address(engine: str = "") -> str:
+    """Where the SDK will connect. ``engine`` is what ``[engines]`` maps a platform to (:meth:`Config.engine_for`):
+    an engine URL, or a docker context name whose host is read from the docker CLI's context store. "" (or
+    ``default``) is the default engine: ``$DOCKER_HOST``, else the current docker context's host, else the default
+    socket. A configured engine never reads ``DOCKER_HOST``: one platform's engine does not leak into another's."""
+    if engine and engine != "default":
+        return engine if "://" in engine else _context_endpoint(engine)[0]
     host = os.environ.get("DOCKER_HOST")
     if host:
         return host
@@ -74,37 +80,127 @@ def _current_context() -> Any:
     return None
 
 
-def connect(timeout: float = CONNECT_TIMEOUT_S) -> docker.DockerClient:
-    """A docker client for the engine at :func:`engine_address`, checked with a ping.
+def docker_config_dir() -> Path:
+    """The docker CLI's configuration folder: ``$DOCKER_CONFIG``, else ``~/.docker``."""
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def docker_context_meta(name: str) -> Path:
+    """Where the docker CLI keeps context ``name``: ``contexts/meta/<sha256 of the name>/meta.json``."""
+    import hashlib
+
+    return docker_config_dir() / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest() / "meta.json"
+
+
+def check_contexts(cfg: Config) -> None:
+    """Before a build: every docker context ``[engines]`` names exists (``default`` always does); a ConfigError
+    naming the key otherwise (exit 2). A file look-up each, no engine contacted."""
+    for key, value in cfg.engines.items():
+        if "://" not in value and value != "default" and not docker_context_meta(value).is_file():
+            raise ConfigError(cfg.path, f'[engines]."{key}"',
+                              f"no docker context named {value!r} in {docker_config_dir() / 'contexts'}; create it "
+                              f"('docker context create {value} --docker host=...') or give an engine URL")
+
+
+def _context_endpoint(name: str) -> tuple[str, Any]:
+    """Host and TLS settings (a ``docker.tls.TLSConfig`` or None) of docker context ``name``, read from the docker
+    CLI's store (``contexts/meta`` and ``contexts/tls`` beside config.json) the way the CLI does: the SDK's own
+    reader finds no context when config.json is absent. EngineUnreachable when the context does not exist."""
+    import json
+
+    meta = docker_context_meta(name)
+    try:
+        endpoint = json.loads(meta.read_text(encoding="utf-8"))["Endpoints"]["docker"]
+        host = str(endpoint["Host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EngineUnreachable(f"no usable docker context {name!r} ({meta}): create it with 'docker context "
+                                "create' or map the platform to an engine URL in [engines]") from None
+    tls_dir = meta.parent.parent.parent / "tls" / meta.parent.name / "docker"
+    pem = {part: tls_dir / f"{part}.pem" for part in ("ca", "cert", "key")}
+    if not any(path.is_file() for path in pem.values()) or host.startswith(("unix://", "npipe://", "ssh://")):
+        return host, None
+    from docker.tls import TLSConfig
+
+    both = pem["cert"].is_file() and pem["key"].is_file()
+    return host, TLSConfig(client_cert=(str(pem["cert"]), str(pem["key"])) if both else None,
+                           ca_cert=str(pem["ca"]) if pem["ca"].is_file() else None,
+                           verify=not endpoint.get("SkipTLSVerify", False))
+
+
+def connect(timeout: float = CONNECT_TIMEOUT_S, engine: str = "") -> docker.DockerClient:
+    """A docker client for the engine at :func:`engine_address` (``engine``: what ``[engines]`` names), checked
+    with a ping. An engine URL takes its TLS settings (tcp://) from ``DOCKER_CERT_PATH``/``DOCKER_TLS_VERIFY``, a
+    context from the context's own certificates; neither reads ``DOCKER_HOST``.
 
     Raises :class:`EngineUnreachable` (one line: where, why, what to do) instead of the SDK's exceptions.
     """
     import docker
+    from docker.utils import kwargs_from_env
 
-    where = engine_address()
+    where = engine_address(engine)
+    if engine and engine != "default" and "://" not in engine:
+        where = f"{where} (docker context {engine})"
     try:
-        if os.environ.get("DOCKER_HOST"):
-            client = docker.from_env(timeout=int(timeout))
+        if engine and engine != "default":
+            if "://" in engine:
+                tls_env = {k: v for k, v in os.environ.items() if k in ("DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")}
+                params = kwargs_from_env(environment={**tls_env, "DOCKER_HOST": engine})
+                client = _client(engine, params.get("tls"), timeout)
+            else:
+                client = _client(*_context_endpoint(engine), timeout)
+        elif os.environ.get("DOCKER_HOST"):
+            params = kwargs_from_env()
+            client = _client(str(params["base_url"]), params.get("tls"), timeout)
         else:
             context = _current_context()
             if context is not None:
-                client = docker.DockerClient(base_url=context.Host, tls=context.TLSConfig, timeout=int(timeout))
+                client = _client(str(context.Host), context.TLSConfig, timeout)
             else:
                 client = docker.from_env(timeout=int(timeout))
         client.ping()
+    except EngineUnreachable:
+        raise
     except Exception as exc:  # the SDK raises DockerException, requests' and paramiko's errors, OSError
-        raise EngineUnreachable(
-            f"cannot reach the Docker engine at {where}: {_reason(exc)}. Start Docker (Docker Desktop or dockerd), "
-            "or point DOCKER_HOST (or 'docker context use') at a running engine."
-        ) from None
+        advice = ("start it, or map the platform to a running engine in [engines]" if engine and engine != "default"
+                  else "Start Docker (Docker Desktop or dockerd), or point DOCKER_HOST (or 'docker context use') at "
+                  "a running engine")
+        raise EngineUnreachable(f"cannot reach the Docker engine at {where}: {_reason(exc)}. {advice}.") from None
     client.api.timeout = int(API_TIMEOUT_S)
+    return client
+
+
+def _client(host: str, tls: Any, timeout: float) -> docker.DockerClient:
+    """A client for ``host`` with the API version the engine offers (as the SDK's ``version="auto"``). When TLS
+    checks the engine against a CA of its own, requests must not replace that CA with ``REQUESTS_CA_BUNDLE`` or
+    ``CURL_CA_BUNDLE`` (set on many hosts; requests prefers them): the version is asked with ``trust_env`` off."""
+    import docker
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
+
+    client = docker.DockerClient(base_url=host, tls=tls or False, timeout=int(timeout),
+                                 version=MINIMUM_DOCKER_API_VERSION)  # no request yet
+    if not isinstance(client.api.verify, str):
+        client.close()
+        return docker.DockerClient(base_url=host, tls=tls or False, timeout=int(timeout))
+    client.api.trust_env = False
+    try:
+        version = str(client.api.version(api_version=False)["ApiVersion"])
+    finally:
+        client.close()
+    client = docker.DockerClient(base_url=host, tls=tls, timeout=int(timeout), version=version)
+    client.api.trust_env = False
     return client
 
 
 def _reason(exc: BaseException) -> str:
     """A short cause instead of the SDK's nested exception text."""
     text = str(exc)
-    for marker, reason in (("paramiko", "ssh:// needs the paramiko package: pip install 'docker[ssh]'"),
+    for marker, reason in (("CERTIFICATE_VERIFY_FAILED", "TLS: the engine's certificate does not verify against the "
+                            "CA given (ca.pem of the docker context or of DOCKER_CERT_PATH)"),
+                           ("Connection reset by peer", "connection reset by the engine (a TLS port wants "
+                            "certificates: DOCKER_CERT_PATH with DOCKER_TLS_VERIFY=1, or a docker context with them)"),
+                           ("SSLError", "TLS handshake failed (check the certificates of the docker context or of "
+                            "DOCKER_CERT_PATH)"),
+                           ("paramiko", "ssh:// needs the paramiko package: pip install 'docker[ssh]'"),
                            ("FileNotFoundError", "no such socket"), ("No such file", "no such socket"),
                            ("Connection refused", "connection refused"), ("ConnectionRefused", "connection refused"),
                            ("timed out", "timed out"), ("Timeout", "timed out"), ("Permission denied",
@@ -119,8 +215,9 @@ def _reason(exc: BaseException) -> str:
 # Cheap checks for doit's uptodate
 
 
-def image_present(image_id: str) -> bool:
-    """True when the engine still holds ``image_id``: one ``GET /images/<id>/json``, nothing else.
+def image_present(image_id: str, engine: str = "") -> bool:
+    """True when the engine (``engine``: as for :func:`connect`) still holds ``image_id``: one
+    ``GET /images/<id>/json``, nothing else.
 
     On a local unix socket the request is made with the standard library (no SDK import, a few milliseconds), so a
     no-op ``doit image`` stays cheap; other hosts (tcp, ssh, npipe, contexts) go through the SDK. An unreachable
@@ -128,13 +225,16 @@ def image_present(image_id: str) -> bool:
     """
     if not image_id:
         return False
-    socket_path = _local_socket()
+    try:
+        socket_path = _local_socket(engine)
+    except EngineUnreachable:  # its context is gone
+        return False
     if socket_path is not None:
         status, _ = _unix_request(socket_path, "GET", f"/images/{image_id}/json")
         if status is not None:
             return status == 200
     try:
-        client = connect()
+        client = connect(engine=engine)
     except EngineUnreachable:
         return False
     import docker.errors
@@ -149,7 +249,10 @@ def image_present(image_id: str) -> bool:
     return True
 
 
-def _local_socket() -> str | None:
+def _local_socket(engine: str = "") -> str | None:
+    if engine and engine != "default":
+        address = engine_address(engine)
+        return address[len("unix://"):] if address.startswith("unix://") else None
     host = os.environ.get("DOCKER_HOST", "")
     if host.startswith("unix://"):
         return host[len("unix://"):]
@@ -295,19 +398,22 @@ class _BuildError(Exception):
 
 
 class EngineBackend:
-    """Builds one platform's image on a Docker Engine (local, or remote through DOCKER_HOST / a docker context)."""
+    """Builds one platform's image on a Docker Engine (local, or remote through DOCKER_HOST / a docker context).
+    ``engine`` is the platform's engine from ``[engines]`` ("" for the default one); the client is this object's
+    own, so parallel image steps on different engines share nothing."""
 
     name = "engine"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, engine: str = "") -> None:
         self.config = config
+        self.engine = engine
         self._client: docker.DockerClient | None = None
         self._info: dict[str, Any] = {}
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = connect()
+            self._client = connect(engine=self.engine)
             self._info = self._client.info()
         return self._client
 
@@ -326,32 +432,19 @@ class EngineBackend:
         except EngineUnreachable as exc:
             return str(exc)
         if platform.os != engine_os:
-            where = engine_address()
+            where = engine_address(self.engine)
             if platform.os == "windows":
                 return (f"the engine at {where} runs {engine_os} containers; a {platform} image needs a Windows "
                         "engine (Docker Desktop in Windows containers mode, or DOCKER_HOST pointing at a Windows "
                         "build host); the daemonless oci backend builds it without one")
             return f"the engine at {where} runs {engine_os} containers, not {platform.os} ones"
         if platform.os == "windows":
-            return self._windows_version_problem(platform)
-        return None
-
-    def _windows_version_problem(self, platform: Platform) -> str | None:
-        """Process isolation needs the image's Windows build to equal the host's; newer never runs on older."""
-        match = re.match(r"^\s*10\.0 (\d+)", str(self._info.get("KernelVersion", "")))
-        if not match:
-            return None
-        host, image = int(match[1]), int(platform.windows_version.split(".")[2])
-        if image > host:
-            return f"the engine's Windows build {host} is older than the image's {image} ({platform.ltsc})"
-        if image != host and self.config.image.isolation == "process":
-            return (f"isolation = 'process' needs the host's Windows build ({host}) to equal the image's {image}; "
-                    "use isolation = 'hyperv' or a matching os.version")
+            return windows_build_problem(self._info, platform, self.config.image.isolation)
         return None
 
     def build(self, request: ImageRequest) -> ImageResult:
         config, platform = request.config, request.platform
-        repository, tag = split_reference(config, request.reference)  # before contacting anything
+        split_reference(config, request.reference)  # a bad reference fails before contacting anything
         docker_dir = dockerfile.docker_dir(config, platform)
         if not (docker_dir / "Dockerfile").is_file():
             dockerfile.write(config, platform, request.version, docker_dir)
@@ -367,7 +460,7 @@ class EngineBackend:
         start = time.time()
         with tempfile.TemporaryFile() as context:
             executables = {dockerfile.binary_arcname(config, b, platform) for b in config.image_binaries}
-            gzipped = wants_gzip(engine_address())
+            gzipped = wants_gzip(engine_address(self.engine))
             if gzipped:  # a remote engine: fewer bytes over the network are worth the compression time
                 with gzip.GzipFile(fileobj=context, mode="wb", mtime=0) as packed:
                     write_context(entries, packed, executables)
@@ -376,7 +469,7 @@ class EngineBackend:
             context_bytes = context.tell()
             context.seek(0)
             proc.echo(f"sending {context_bytes / 1e6:.1f} MB build context ({len(entries)} files"
-                      f"{', gzip' if gzipped else ''}) to {engine_address()}", label)
+                      f"{', gzip' if gzipped else ''}) to {engine_address(self.engine)}", label)
             progress = _Progress(label)
             try:
                 self._stream(api, context, platform, progress, encoding="gzip" if gzipped else None)
@@ -385,11 +478,10 @@ class EngineBackend:
         if not progress.image_id:
             raise StepFailed(f"docker build of {request.reference}: the engine reported no image ID; "
                              f"full log: {log_path}")
-        api.tag(progress.image_id, repository, tag, force=True)
-        proc.echo(f"tagged {request.reference} ({progress.image_id[:19]})", label)
+        proc.echo(f"built {progress.image_id[:19]}; tagged {request.reference} once the tests pass", label)
         result = self._describe(progress.image_id, request.reference, platform, text)
         result.extra.update(context_bytes=context_bytes, build_s=round(time.time() - start, 3),
-                            engine=engine_address(), log=str(log_path))
+                            engine=engine_address(self.engine), engine_config=self.engine, log=str(log_path))
         return result
 
     def _build_kwargs(self, platform: Platform) -> dict[str, Any]:
@@ -431,8 +523,8 @@ class EngineBackend:
         except (DockerException, RequestException) as exc:  # refused request (HTTP 4xx/5xx), connection lost
             progress.log.append(f"ERROR: {exc}")
             detail = getattr(exc, "explanation", None) or _reason(exc)
-            raise StepFailed(f"docker build for {platform} failed: the engine at {engine_address()} answered: "
-                             f"{detail}") from None
+            raise StepFailed(f"docker build for {platform} failed: the engine at {engine_address(self.engine)} "
+                             f"answered: {detail}") from None
         except KeyboardInterrupt:
             progress.log.append("interrupted: build cancelled, removing its intermediate containers")
             proc.echo("interrupted: cancelling the build and removing its intermediate containers", progress.label)
@@ -442,7 +534,7 @@ class EngineBackend:
                         stream.close()  # type: ignore[attr-defined]
                 api.close()  # drops the connection: the engine cancels the build
                 self._client = None
-                remove_build_containers(started, progress.containers, progress.images)
+                remove_build_containers(started, progress.containers, progress.images, engine=self.engine)
             raise
 
     def _check_bases(self, text: str) -> None:
@@ -489,7 +581,23 @@ class EngineBackend:
         push(reference, client=self.client)
 
     def image_present(self, image_id: str) -> bool:
-        return image_present(image_id)
+        return image_present(image_id, self.engine)
+
+
+def windows_build_problem(info: dict[str, Any], platform: Platform, isolation: str) -> str | None:
+    """Can the Windows engine described by ``info`` (``GET /info``) run ``platform``'s image? Process isolation
+    needs the image's Windows build to equal the host's; Hyper-V isolation runs older images on newer hosts; newer
+    never runs on older. None when it can (or the engine's build is unknown)."""
+    match = re.match(r"^\s*10\.0 (\d+)", str(info.get("KernelVersion", "")))
+    if not match:
+        return None
+    host, image = int(match[1]), int(platform.windows_version.split(".")[2])
+    if image > host:
+        return f"the engine's Windows build {host} is older than the image's {image} ({platform.ltsc})"
+    if image != host and (isolation or str(info.get("Isolation") or "")) == "process":  # "": engine's default
+        return (f"isolation = 'process' needs the host's Windows build ({host}) to equal the image's {image}; "
+                "use isolation = 'hyperv' or a matching os.version")
+    return None
 
 
 def wants_gzip(address: str) -> bool:
@@ -517,13 +625,14 @@ def _signals_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def remove_build_containers(since: float, containers: set[str], images: set[str], settle_s: float = 3.0) -> list[str]:
+def remove_build_containers(since: float, containers: set[str], images: set[str], settle_s: float = 3.0,
+                            engine: str = "") -> list[str]:
     """Remove the containers an interrupted build left: those it named, and those created since ``since`` from one
     of its intermediate images. Polls until ``settle_s`` passes with nothing new (the engine may still be starting
     the step it was on when the connection dropped). Returns the removed container IDs."""
     import docker.errors
 
-    client = connect()
+    client = connect(engine=engine)
     removed: list[str] = []
     quiet_since = give_up = time.monotonic()
     with contextlib.closing(client):
@@ -551,10 +660,24 @@ def remove_build_containers(since: float, containers: set[str], images: set[str]
     return removed
 
 
-def push(reference: str, client: docker.DockerClient | None = None) -> None:
-    """Push ``reference`` with progress; credentials come from ``~/.docker/config.json`` as for ``docker push``."""
+def tag(reference: str, image_id: str, engine: str = "") -> None:
+    """Point ``reference`` at ``image_id`` on the engine (``engine``: as for :func:`connect`), as ``docker tag``."""
+    repository, _, name = reference.rpartition(":")
+    if not repository or "/" in name:
+        repository, name = reference, "latest"
+    client = connect(engine=engine)
+    try:
+        client.api.tag(image_id, repository, name, force=True)
+    finally:
+        client.close()
+    proc.echo(f"tagged {reference} ({image_id[:19]})", "image")
+
+
+def push(reference: str, client: docker.DockerClient | None = None, engine: str = "") -> None:
+    """Push ``reference`` from the engine behind ``client`` (else ``engine``, as for :func:`connect`) with progress;
+    credentials come from ``~/.docker/config.json`` as for ``docker push``."""
     own = client is None
-    client = client or connect()
+    client = client or connect(engine=engine)
     label = f"push {reference}"
     repository, _, tag = reference.rpartition(":")
     if not repository or "/" in tag:
@@ -575,21 +698,33 @@ def push(reference: str, client: docker.DockerClient | None = None) -> None:
 # Loading a daemonless build
 
 
-def load_archive(archive: Path, platform: Platform) -> str | None:
-    """Load a docker-save tar (a daemonless build) into the engine, when one answers and runs ``platform``'s OS,
-    so that ``docker run`` and ``invoke run`` find the image. Returns the engine's address, or None when there is no
-    such engine (nothing to do). A local unix socket is spoken to with the standard library (no SDK import); other
-    hosts go through the SDK. An engine that answers but refuses the archive fails the step (StepFailed)."""
+def load_archive(archive: Path, platform: Platform, engine: str = "") -> str | None:
+    """Load a docker-save tar (a daemonless build) into the engine (``engine``: the platform's from ``[engines]``,
+    "" for the default one), when it answers and runs ``platform``'s OS, so that ``docker run`` and ``invoke run``
+    find the image. Returns the engine's address, or None when there is no such engine (nothing to do; for an
+    engine ``[engines]`` names, one line says why the load was skipped: the daemonless image stands). A local unix
+    socket is spoken to with the standard library (no SDK import); other hosts go through the SDK. An engine that
+    answers but refuses the archive fails the step (StepFailed)."""
     import json
 
-    socket_path = _local_socket()
+    def skipped(why: str) -> None:
+        if engine and engine != "default":  # asked for by name: say so; no default engine is the normal case
+            proc.echo(f"{platform}: engine load skipped: {why}", "image")
+
+    try:
+        socket_path = _local_socket(engine)
+    except EngineUnreachable as exc:  # its docker context is gone
+        skipped(str(exc))
+        return None
+    where = engine_address(engine) if socket_path is not None else ""
     if socket_path is not None:
-        if not os.path.exists(socket_path):
-            return None
-        status, body = _unix_request(socket_path, "GET", "/info")
+        status, body = _unix_request(socket_path, "GET", "/info") if os.path.exists(socket_path) else (None, b"")
         if status is None:
+            skipped(f"no engine answers at {where}")
             return None
-        if status != 200 or json.loads(body or b"{}").get("OSType", "linux") != platform.os:
+        engine_os = json.loads(body or b"{}").get("OSType", "linux") if status == 200 else f"HTTP {status}"
+        if engine_os != platform.os:
+            skipped(f"the engine at {where} runs {engine_os} containers, not {platform.os} ones")
             return None
         with open(archive, "rb") as data:
             status, body = _unix_request(socket_path, "POST", "/images/load?quiet=1", data,
@@ -597,15 +732,18 @@ def load_archive(archive: Path, platform: Platform) -> str | None:
                                           "Content-Length": str(archive.stat().st_size)}, timeout=API_TIMEOUT_S)
         errors = [str(m.get("error")) for m in _json_lines(body) if m.get("error")]
         if status != 200 or errors:
-            raise StepFailed(f"docker load of {archive} into {engine_address()} failed: "
+            raise StepFailed(f"docker load of {archive} into {where} failed: "
                              f"{errors[0] if errors else f'HTTP {status}'}")
-        return engine_address()
+        return where
     try:
-        client = connect()
-    except EngineUnreachable:
+        client = connect(engine=engine)
+    except EngineUnreachable as exc:
+        skipped(str(exc))
         return None
     with contextlib.closing(client):
-        if str(client.info().get("OSType", "linux")) != platform.os:
+        engine_os = str(client.info().get("OSType", "linux"))
+        if engine_os != platform.os:
+            skipped(f"the engine at {engine_address(engine)} runs {engine_os} containers, not {platform.os} ones")
             return None
         import docker.errors
 
@@ -613,8 +751,8 @@ def load_archive(archive: Path, platform: Platform) -> str | None:
             with open(archive, "rb") as data:
                 client.images.load(data)
         except docker.errors.DockerException as exc:
-            raise StepFailed(f"docker load of {archive} into {engine_address()} failed: {exc}") from None
-    return engine_address()
+            raise StepFailed(f"docker load of {archive} into {engine_address(engine)} failed: {exc}") from None
+    return engine_address(engine)
 
 
 def _unix_request(socket_path: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wgobuild import files, proc
+from wgobuild import files, policy, proc
 from wgobuild.config import Config, Platform
 from wgobuild.errors import WgobuildError
 from wgobuild.records import engine_facts as engine_facts
@@ -41,7 +41,7 @@ def choose_backend(config: Config, platform: Platform) -> ImageBackend:
     if wanted in ("auto", "oci"):
         candidates.append(oci_backend.OciBackend(config))
     if wanted in ("auto", "engine"):
-        candidates.append(engine.EngineBackend(config))
+        candidates.append(engine.EngineBackend(config, config.engine_for(platform)))  # [engines], else default
     reasons: dict[str, str] = {}
     for backend in candidates:
         reason = backend.unavailable(platform)
@@ -66,12 +66,9 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
     record = record_path(cfg, platform)
     files.remove(record)  # a failed build must not leave the previous record looking current
     files.remove(sbom.image_path(cfg, platform))  # nor the previous image's SBOM
-    imports: dict[str, list[str]] = {}
-    if platform.os == "windows" and cfg.image.style != "multistage":  # what ships must run there: before building
-        from wgobuild import imagecheck
+    from wgobuild import imagecheck
 
-        imports = imagecheck.check_windows_binaries({b.name: cfg.binary_path(b, platform) for b in cfg.image_binaries},
-                                                    cfg.image.runtime, str(platform))
+    imports = imagecheck.before_build(cfg, platform)  # secrets, DLLs: what ships must be clean and run there
     facts = engine_facts()  # what decided "no engine here": a change of any of them retries the platform
     try:
         backend = choose_backend(cfg, platform)
@@ -92,8 +89,6 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
         version=version,
     )
     result = backend.build(request)
-    if cfg.image.backend == "auto" and result.backend == "oci":
-        load_into_engine(result, platform)
     result.extra["sbom"] = str(sbom.image_sbom(cfg, platform, result, version).path)
     if imports:
         result.extra["dll_imports"] = imports
@@ -101,18 +96,33 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
     return result
 
 
-def load_into_engine(result: ImageResult, platform: Platform) -> None:
-    """Under ``auto``: give the engine, when one runs ``platform``'s OS, the daemonless image (its docker-save tar),
-    so ``docker run`` and ``invoke run`` find it as if the engine had built it. No engine: nothing to do."""
+def load_into_engine(result: ImageResult, platform: Platform, engine_name: str = "") -> str | None:
+    """Under ``auto``, once the tests passed: give the engine, when one runs ``platform``'s OS, the daemonless image
+    (its docker-save tar), so ``docker run`` and ``invoke run`` find it as if the engine had built it. Returns where
+    it was loaded; None with no engine (or no docker-save tar among the outputs)."""
     from wgobuild import engine
 
     archive = next((Path(out) for out in result.outputs if out.endswith(".docker.tar")), None)
     if archive is None:  # image.outputs without docker-archive: `invoke run` says what to do
-        return
-    where = engine.load_archive(archive, platform)
+        return None
+    where = engine.load_archive(archive, platform, engine_name)
     if where is not None:
-        result.extra["loaded"] = where
-        proc.echo(f"loaded into the engine at {where}", f"image-platform:{platform.key}")
+        proc.echo(f"{platform}: loaded into the engine at {where}", "image")
+    return where
+
+
+def load_all(cfg: Config, results: list[ImageResult]) -> dict[str, str]:
+    """:func:`load_into_engine` for every daemonless image, side by side (each platform may have its own engine):
+    platform -> where it was loaded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [(platform, result) for platform, result in zip(cfg.platforms, results, strict=True)
+            if result.backend == "oci"]
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+        wheres = list(pool.map(lambda item: load_into_engine(item[1], item[0], cfg.engine_for(item[0])), todo))
+    return {str(platform): where for (platform, _), where in zip(todo, wheres, strict=True) if where}
 
 
 def unavailable_line(cfg: Config, platform: Platform, detail: str) -> str:
@@ -154,18 +164,24 @@ def publish(cfg: Config, version: str, push: bool = False) -> list[ImageResult]:
     results = [ImageResult.load(record_path(cfg, p)) for p in cfg.platforms]
     built = [r for r in results if r.backend != "none"]
     oci_results = [r for r in built if r.backend == "oci"]
+    policy.enforce(cfg, results, push)  # [policy] rules: before anything is written or pushed
     summary: dict[str, object] = {"images": [r.to_json() for r in results]}
+    loaded = load_all(cfg, results) if cfg.image.backend == "auto" else {}
+    if loaded:  # where each daemonless image was loaded: an engine image needs no load
+        summary["loaded"] = loaded
     if oci_results:
         from wgobuild.oci import backend as oci_backend
 
         summary["tag"] = oci_backend.publish(cfg, oci_results, push=push,
                                              reference=image_reference(cfg, version))
-    if push:
+    engine_results = [r for r in built if r.backend == "engine"]
+    if engine_results:
         from wgobuild import engine
 
-        for result in built:
-            if result.backend == "engine":
-                engine.push(result.reference)
+        for result in engine_results:
+            engine.tag(result.reference, result.digest, engine=str(result.extra.get("engine_config", "")))
+            if push:
+                engine.push(result.reference, engine=str(result.extra.get("engine_config", "")))
     files.write_text(cfg.reports_dir / "images.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     proc.echo(size_table(results))
     return results
