@@ -419,7 +419,7 @@ class Project:
             yield {
                 "name": platform.key,
                 "actions": [step(f"image-platform:{platform.key}", imaging.build_platform, cfg, platform,
-                                 self.version)],
+                                 self.version, push=self.push_requested)],
                 "file_dep": inputs,
                 "task_dep": after,
                 "targets": [str(record)],
@@ -455,6 +455,12 @@ class Project:
         }
 
     # -- helpers --------------------------------------------------------------------------------------------------
+
+    @property
+    def push_requested(self) -> bool:
+        """``image.push``, or ``--push`` on this run's command line (an option of the ``image`` step only, which the
+        image steps before it need to know: they may take an image the repository already holds)."""
+        return self.cfg.image.push or "--push" in sys.argv[1:]
 
     @property
     def unshipped_compiles(self) -> list[str]:

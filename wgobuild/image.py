@@ -30,6 +30,7 @@ class ImageRequest:
     binaries: dict[str, Path]  # binary name -> compiled file for this platform; the first is the entrypoint
     reference: str  # repository:tag this platform's image gets
     version: str  # resolved project version (git describe or literal)
+    push: bool = False  # it will be pushed: a backend may take it from the repository when that holds it already
 
     @property
     def entry_binary(self) -> str:

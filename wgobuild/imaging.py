@@ -58,8 +58,10 @@ def record_path(cfg: Config, platform: Platform) -> Path:
     return cfg.out_dir / "images" / f"{platform.key}.json"
 
 
-def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult:
-    """Build one platform's image with the first backend that can; record an unavailable platform plainly."""
+def build_platform(cfg: Config, platform: Platform, version: str, push: bool = False) -> ImageResult:
+    """Build one platform's image with the first backend that can; record an unavailable platform plainly. With
+    ``push`` (the run will push) the daemonless backend takes the image from the repository when that already
+    holds it, built from the same inputs."""
     from wgobuild import sbom
     from wgobuild.image import ImageRequest, ImageResult, image_reference
 
@@ -87,6 +89,7 @@ def build_platform(cfg: Config, platform: Platform, version: str) -> ImageResult
         binaries={b.name: cfg.binary_path(b, platform) for b in cfg.image_binaries},
         reference=image_reference(cfg, version, platform),
         version=version,
+        push=push,
     )
     result = backend.build(request)
     result.extra["sbom"] = str(sbom.image_sbom(cfg, platform, result, version).path)

@@ -72,12 +72,54 @@ class OciBackend:
         return None
 
     def build(self, request: ImageRequest) -> ImageResult:
+        from wgobuild.oci import layer, reuse
+
         base = self.base(request.platform)
-        built = assemble(request, base, self.store, self.config.state_dir)
+        inputs = reuse.fingerprint(request, base, f"{layer.LAYER_FORMAT}:{layer.GZIP_LEVEL}")
+        taken = self._from_repository(request, base, inputs) if request.push else None
+        built = taken or assemble(request, base, self.store, self.config.state_dir)
         outputs = write_local(self.config, request.platform.key, [built], built.reference, self.store)
         result = _result(built, request.platform, outputs)
         result.extra["base"] = {"source": base.source, "digest": base.digest}  # for the image SBOM
+        result.extra["inputs"] = inputs
+        if taken is not None:
+            result.extra["from_repository"] = True
         return result
+
+    def _from_repository(self, request: ImageRequest, base: Base, inputs: str) -> Built | None:
+        """The image the target repository already holds for ``inputs`` (see :mod:`wgobuild.oci.reuse`), or None:
+        then it is built. A repository that cannot be asked is one line, and a build."""
+        from wgobuild import proc
+        from wgobuild.oci import manifest as mf
+        from wgobuild.oci import reuse
+        from wgobuild.oci.blobs import MAX_DOCUMENT
+        from wgobuild.oci.registry import Client, Reference
+        from wgobuild.oci.writers import Built
+
+        ref = Reference.parse(request.reference)
+        label = f"image-platform:{request.platform.key}"
+        client = Client(ref.registry, self.config.image.insecure_registries)
+        try:
+            found = reuse.find(client, ref.repository, inputs)
+            if found is None:
+                return None
+            manifest, media_type = found
+            fetch = reuse.blob_fetcher(client, ref.repository, base, manifest)
+            config_digest = str(json.loads(manifest)["config"]["digest"])
+            if not self.store.has(config_digest):
+                fetch(config_digest, self.store)
+            image_config = json.loads(self.store.read(config_digest, MAX_DOCUMENT))
+        except (WgobuildError, ValueError, KeyError, TypeError) as exc:
+            proc.echo(f"cannot ask {ref.registry}/{ref.repository} for an image built from the same inputs "
+                      f"({str(exc).splitlines()[0][:120]}): building it", label)
+            return None
+        self.store.put_bytes(manifest)
+        mounts = {}
+        if base.registry is not None:
+            mounts = {d["digest"]: f"{base.registry.registry}/{base.registry.repository}" for d in base.layers}
+        proc.echo(f"{ref.registry}/{ref.repository} already holds this image, built from the same inputs "
+                  f"({mf.digest_of(manifest)[:19]}): taken from there, not built", label)
+        return Built(request.reference, manifest, media_type, mf.platform_of(image_config), mounts, fetch)
 
 
 def assemble(request: ImageRequest, base: Base, store: BlobStore, state_dir: Path) -> Built:
@@ -177,12 +219,33 @@ def publish(config: Config, results: list[ImageResult], push: bool, reference: s
         insecure = list(config.image.insecure_registries)
         pushed = writers.RegistryWriter(insecure, on_event).write(target, store)
         proc.echo(f"pushed {pushed}", label="oci")
+        _record_inputs(config, results, reference, store)
         for line in signing.after_push(config, pushed, target, results, signer, insecure):
             proc.echo(line, label="oci")
     report = {"reference": reference, "digest": target.digest, "media_type": target.top[1], "pushed": pushed,
               "outputs": outputs}
     proc.echo(f"{reference} {target.digest}", label="oci")
     return report
+
+
+def _record_inputs(config: Config, results: list[ImageResult], reference: str, store: BlobStore) -> None:
+    """After a push: mark each pushed image with the inputs it was built from (:mod:`wgobuild.oci.reuse`), so the
+    next build from the same inputs takes it from the repository. A failure costs only that: one line."""
+    from wgobuild import proc
+    from wgobuild.oci import reuse
+    from wgobuild.oci.registry import Client, Reference
+
+    ref = Reference.parse(reference)
+    client = Client(ref.registry, config.image.insecure_registries)
+    for result in results:
+        inputs = result.extra.get("inputs")
+        if not isinstance(inputs, str) or result.extra.get("from_repository"):
+            continue
+        try:
+            reuse.record(client, ref.repository, store.read(result.digest), str(result.extra["media_type"]), inputs)
+        except WgobuildError as exc:
+            proc.echo(f"{result.platform}: not marked with its inputs in {ref.repository} "
+                      f"({str(exc).splitlines()[0][:120]}): the next build from them builds it again", label="oci")
 
 
 def image_of(config: Config, result: ImageResult, store: BlobStore) -> Built:

@@ -24,7 +24,7 @@ from wgobuild.oci.manifest import digest_of
 
 WINDOWS_RAWSD = "AQAAgBQAAAAkAAAAAAAAAAAAAAABAgAAAAAABSAAAAAhAgAAAQIAAAAAAAUgAAAAIQIAAA=="
 GZIP_LEVEL = 1  # gzip.BestSpeed, as go-containerregistry and ko use: several times faster, ~10% larger
-_FORMAT = 1  # bump when the layer layout changes, so cached layers are rebuilt
+LAYER_FORMAT = 1  # bump when the layer layout changes, so cached layers (and reused images) are rebuilt
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def build(store: BlobStore, cache_dir: Path, content: dict[str, Path], *, window
     for src in content.values():
         if not src.is_file():
             raise OciError(f"{src}: binary not found; build it first (doit build)")
-    key_doc = {"format": _FORMAT, "windows": windows, "mtime": mtime, "gzip": GZIP_LEVEL,
+    key_doc = {"format": LAYER_FORMAT, "windows": windows, "mtime": mtime, "gzip": GZIP_LEVEL,
                "files": sorted((dest, files.sha256_file(src)) for dest, src in content.items())}
     key = json.dumps(key_doc, sort_keys=True)
     cache_file = cache_dir / f"{digest_of(key.encode()).split(':')[1]}.json"
