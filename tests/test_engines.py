@@ -479,3 +479,29 @@ def test_an_older_image_on_a_newer_windows_engine_needs_hyperv(isolation: str, o
                                              isolation, "ctx-2022", "tcp://ltsc2022:2376", info)
     assert (found_ok, found.endswith(detail)) == (ok, True), found
     assert found.startswith("ctx-2022 (tcp://ltsc2022:2376): windows/x86_64, Docker 24.0.7")
+
+
+def test_a_platform_its_mapped_engine_could_not_build_is_retried_when_that_engine_appears(tmp_path: Path) -> None:
+    """The "not built here" record of a platform mapped in [engines] keeps that engine's facts (its unix socket's
+    stat, its context file's): it is retried when the engine comes back, not only when DOCKER_HOST changes."""
+    import socket
+
+    from wgobuild import records
+
+    sock = tmp_path / "engine.sock"
+    engine = f"unix://{sock}"
+    record = tmp_path / "windows-amd64.json"
+    record.write_text(json.dumps({"backend": "none", "extra": {"facts": records.engine_facts(engine),
+                                                               "engine_config": engine}}))
+    assert records.stale_reason(record) is None, "nothing changed: no retry"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    try:
+        assert records.stale_reason(record) == "retrying: the engine socket changed since it could not be built"
+    finally:
+        listener.close()
+    context = records.engine_facts("ctx-ltsc2019")
+    assert context["engine"] == "ctx-ltsc2019" and context["socket"].endswith("meta.json absent")
+    # Negative control: without the mapped engine in the record, the default engine's facts are compared.
+    record.write_text(json.dumps({"backend": "none", "extra": {"facts": records.engine_facts(engine)}}))
+    assert records.stale_reason(record) is not None

@@ -71,7 +71,8 @@ def build_platform(cfg: Config, platform: Platform, version: str, push: bool = F
     from wgobuild import imagecheck
 
     imports = imagecheck.before_build(cfg, platform)  # secrets, DLLs: what ships must be clean and run there
-    facts = engine_facts()  # what decided "no engine here": a change of any of them retries the platform
+    engine_name = cfg.engine_for(platform)
+    facts = engine_facts(engine_name)  # what decided "no engine here": a change of any of them retries the platform
     try:
         backend = choose_backend(cfg, platform)
     except NoBackend as exc:
@@ -80,7 +81,8 @@ def build_platform(cfg: Config, platform: Platform, version: str, push: bool = F
         short = unavailable_line(cfg, platform, str(exc))
         proc.echo(f"not built here: {short}", f"image-platform:{platform.key}")
         result = ImageResult(backend="none", platform=str(platform), reference="", digest="", size=0,
-                             extra={"unavailable": short, "detail": str(exc), "facts": facts})
+                             extra={"unavailable": short, "detail": str(exc), "facts": facts,
+                                    **({"engine_config": engine_name} if engine_name else {})})
         result.save(record)
         return result
     request = ImageRequest(

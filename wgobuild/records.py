@@ -38,7 +38,7 @@ def stale_reason(record: Path, root: Path | None = None) -> str | None:
         return f"image {str(result['digest'])[:19]} is no longer on the engine"
     if backend == "none":
         before = result.get("extra", {}).get("facts")
-        now = engine_facts()
+        now = engine_facts(str(result.get("extra", {}).get("engine_config", "")))
         if before == now:
             return None
         changed = sorted(k for k in set(now) | set(before or {}) if (before or {}).get(k) != now.get(k))
@@ -49,13 +49,30 @@ def stale_reason(record: Path, root: Path | None = None) -> str | None:
     return None if missing is None else f"output missing: {_shown(Path(missing), root)}"
 
 
-_FACTS = {"docker_host": "DOCKER_HOST", "docker_context": "DOCKER_CONTEXT", "docker_config": "the docker context",
+_FACTS = {"engine": "its [engines] entry",
+          "docker_host": "DOCKER_HOST", "docker_context": "DOCKER_CONTEXT", "docker_config": "the docker context",
           "socket": "the engine socket"}
 
 
-def engine_facts() -> dict[str, str]:
+def engine_facts(engine: str = "") -> dict[str, str]:
     """What decides which engine wgobuild would reach, read without any network call: ``DOCKER_HOST``,
-    ``DOCKER_CONTEXT``, the docker CLI config's current context, and the stat of the local engine socket."""
+    ``DOCKER_CONTEXT``, the docker CLI config's current context, and the stat of the local engine socket. For a
+    platform mapped to an engine in ``[engines]`` (``engine``): that engine, and the stat of its unix socket or of
+    its docker context's file, so a mapped engine that comes back (or is re-pointed) is retried too."""
+    if engine and engine != "default":
+        import hashlib
+
+        if "://" in engine:
+            path = engine[len("unix://"):] if engine.startswith("unix://") else ""
+        else:
+            folder = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+            path = str(folder / "contexts" / "meta" / hashlib.sha256(engine.encode()).hexdigest() / "meta.json")
+        try:
+            st = os.stat(path) if path else None
+            seen = f"{path} {st.st_ino}:{st.st_mtime_ns}" if st else ""
+        except OSError:
+            seen = f"{path} absent"
+        return {"engine": engine, "socket": seen}
     host = os.environ.get("DOCKER_HOST", "")
     config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
     try:
