@@ -55,6 +55,14 @@ def skopeo(*args: object) -> Any:
     return proc.run(["skopeo", *args], quiet=True, check=True, step="skopeo")
 
 
+def repository_tags(url: str, repo: str) -> list[str]:
+    """The tags of ``repo`` on the registry at ``url`` (plain HTTP, no auth); none when it does not exist."""
+    import requests
+
+    response = requests.get(f"{url}/v2/{repo}/tags/list", timeout=10)
+    return list(response.json().get("tags") or []) if response.ok else []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

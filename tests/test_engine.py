@@ -77,18 +77,6 @@ def containers_since(started: float) -> list[dict]:
         return [c for c in client.api.containers(all=True) if c["Created"] >= int(started) - 1]
 
 
-def _tagged(reference: str) -> bool:
-    import docker.errors
-
-    client = engine.connect()
-    with contextlib.closing(client):
-        try:
-            client.api.inspect_image(reference)
-        except docker.errors.ImageNotFound:
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def built(docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[config.Config, ImageResult]]:
     """examples/hello built once (binary 1.0.0) and its image built on the engine; images removed afterwards."""
@@ -96,7 +84,7 @@ def built(docker_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     binaries = compile_hello(cfg, "1.0.0")
     dockerfile.write(cfg, LINUX, "1.0.0", dockerfile.docker_dir(cfg, LINUX))
     result = engine.EngineBackend(cfg).build(request(cfg, binaries, "1.0.0", "1.0.0"))
-    assert not _tagged(result.reference), "the build step leaves the tag to the publish step (after the tests)"
+    assert not tag_exists(result.reference), "the build step leaves the tag to the publish step (after the tests)"
     engine.tag(result.reference, result.digest)
     yield cfg, result
     client = engine.connect()

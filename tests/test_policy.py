@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from fixtures_go import run_doit
+from fixtures_registry import repository_tags as tags
 
 from wgobuild import config
 from wgobuild.errors import ConfigError
@@ -21,11 +21,6 @@ def set_policy(root: Path, repository: str, policy: str) -> None:
     if f'repository = "{repository}"' not in text:
         text = text.replace("[image]\n", f'[image]\nrepository = "{repository}"\ntag = "v1"\n')
     toml.write_text(text + "\n[policy]\n" + policy)
-
-
-def tags(url: str, repo: str) -> list[str]:
-    response = requests.get(f"{url}/v2/{repo}/tags/list", timeout=10)
-    return list(response.json().get("tags") or []) if response.ok else []
 
 
 def test_each_policy_key_fails_doit_image_before_push_and_a_project_within_them_pushes(

@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 from fixtures_go import copy_hello, run_doit
+from fixtures_registry import repository_tags as tags
 
 from wgobuild.oci import manifest as mf
 from wgobuild.oci import reuse
@@ -32,11 +33,6 @@ def images(root: Path) -> dict[str, str]:
 def built_layers(root: Path) -> list[Path]:
     folder = root / ".wgobuild" / "oci" / "layers"
     return sorted(folder.iterdir()) if folder.is_dir() else []
-
-
-def tags(url: str, repo: str) -> list[str]:
-    response = requests.get(f"{url}/v2/{repo}/tags/list", timeout=10)
-    return list(response.json().get("tags") or []) if response.ok else []
 
 
 def test_a_pushed_image_is_taken_from_the_repository_by_a_clone_with_the_same_inputs(

@@ -514,3 +514,33 @@ def test_pushing_again_replaces_our_signatures_and_keeps_anothers(cosign: Path, 
         result = run_cosign(cosign, "verify", "--key", key, "--insecure-ignore-tlog=true",
                             "--allow-insecure-registry", pushed.ref(linux))
         assert result.returncode == 0, result.output
+
+
+@pytest.mark.parametrize("which", ["auth_registry", "token_registry"])
+def test_a_signed_push_to_a_registry_with_auth_verifies(which: str, cosign: Path, tmp_path: Path,
+                                                        request: pytest.FixtureRequest) -> None:
+    """Signatures, provenance, the SBOM and the inputs marker go through the registry's auth (htpasswd with
+    credentials from DOCKER_CONFIG; the bearer-token flow, each request with the scope it needs), and cosign and
+    wgobuild verify, with the same credentials, accept what was pushed."""
+    registry = request.getfixturevalue(which)
+    host, repo = registry.host, f"signed/{which}"
+    root = copy_hello(tmp_path / "hello", backend='"oci"', repository=f'"{host}/{repo}"', tag='"v1"')
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('["windows/amd64", "linux/amd64"]', '["linux/amd64"]')
+                    + '\n[sign]\nkey = "wgobuild.key"\n')
+    env = {signing.PASSWORD_ENV: PASSWORD}
+    if registry.user:
+        env["DOCKER_CONFIG"] = str(registry.docker_config(tmp_path / "docker"))
+    assert wgobuild("keygen", root, env=env).returncode == 0
+    result = run_doit(root, "image", "--push", env=env)
+    assert result.returncode == 0, result.output
+    verified = wgobuild("verify", f"{host}/{repo}:v1", "--key", root / "wgobuild.pub", env=env)
+    assert verified.returncode == 0, verified.output
+    checked = proc.run([cosign, "verify", "--key", root / "wgobuild.pub", "--insecure-ignore-tlog=true",
+                        "--allow-insecure-registry", f"{host}/{repo}:v1"], quiet=True, timeout=120,
+                       env={**os.environ, **env})
+    assert checked.returncode == 0, checked.output
+    if registry.user:
+        anonymous = wgobuild("verify", f"{host}/{repo}:v1", "--key", root / "wgobuild.pub",
+                             env={"DOCKER_CONFIG": str(tmp_path / "nobody")})
+        assert anonymous.returncode != 0, "negative control: without credentials nothing is read"
