@@ -186,8 +186,9 @@ def keygen(folder: Path, force: bool = False, name: str = "wgobuild") -> tuple[P
                            "with the old key then no longer verify against the new wgobuild.pub)")
     secret = password(str(key_path), confirm=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    files.write_bytes(key_path, encrypt_private(key, secret))
-    os.chmod(key_path, 0o600)
+    with files.atomic_path(key_path) as tmp:  # owner-only before a byte of the key is written
+        os.chmod(tmp, 0o600)
+        tmp.write_bytes(encrypt_private(key, secret))
     files.write_bytes(pub_path, public_pem(key.public_key()))
     return key_path, pub_path
 
