@@ -544,3 +544,31 @@ def test_a_signed_push_to_a_registry_with_auth_verifies(which: str, cosign: Path
         anonymous = wgobuild("verify", f"{host}/{repo}:v1", "--key", root / "wgobuild.pub",
                              env={"DOCKER_CONFIG": str(tmp_path / "nobody")})
         assert anonymous.returncode != 0, "negative control: without credentials nothing is read"
+
+
+@pytest.mark.docker
+def test_an_engine_pushed_image_is_signed_and_cosign_verifies_it(cosign: Path, docker_host: str, registry: Any,
+                                                                 tmp_path: Path) -> None:
+    """backend = "engine": docker push sends the image, then its manifest is read back from the registry, signed in
+    both forms and given its SBOM and provenance; cosign and wgobuild verify accept it."""
+    reference = f"{registry.host}/signed/engine:v1"
+    root = copy_hello(tmp_path / "hello", backend='"engine"', repository=f'"{registry.host}/signed/engine"',
+                      tag='"v1"')
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('["windows/amd64", "linux/amd64"]', '["linux/amd64"]')
+                    + '\n[sign]\nkey = "wgobuild.key"\n')
+    env = {signing.PASSWORD_ENV: PASSWORD, "DOCKER_HOST": docker_host}
+    assert wgobuild("keygen", root, env=env).returncode == 0
+    result = run_doit(root, "image", "--push", env=env)
+    assert result.returncode == 0, result.output
+    assert f"signed {registry.host}/signed/engine@sha256:" in result.output, result.output
+    assert (root / "dist/provenance/linux-amd64.intoto.jsonl").is_file()
+    checked = proc.run([cosign, "verify", "--key", root / "wgobuild.pub", "--insecure-ignore-tlog=true",
+                        "--allow-insecure-registry", reference], quiet=True, timeout=120, env={**os.environ, **env})
+    assert checked.returncode == 0, checked.output
+    att = proc.run([cosign, "verify-attestation", "--type", "slsaprovenance1", "--key", root / "wgobuild.pub",
+                    "--insecure-ignore-tlog=true", "--allow-insecure-registry", reference], quiet=True, timeout=120,
+                   env={**os.environ, **env})
+    assert att.returncode == 0, att.output
+    verified = wgobuild("verify", reference, "--key", root / "wgobuild.pub", env=env)
+    assert verified.returncode == 0, verified.output

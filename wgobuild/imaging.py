@@ -181,12 +181,17 @@ def publish(cfg: Config, version: str, push: bool = False) -> list[ImageResult]:
                                              reference=image_reference(cfg, version))
     engine_results = [r for r in built if r.backend == "engine"]
     if engine_results:
-        from wgobuild import engine
+        from wgobuild import engine, signing
 
+        signer = signing.signer_for(cfg) if push else None  # the key is decrypted before anything is pushed
         for result in engine_results:
             engine.tag(result.reference, result.digest, engine=str(result.extra.get("engine_config", "")))
             if push:
                 engine.push(result.reference, engine=str(result.extra.get("engine_config", "")))
+        # Signed (and given their SBOM) only with a key: docker push may have used a credential helper, which
+        # wgobuild's own registry client does not read, and an unsigned push needs nothing more from the registry.
+        for line in signing.after_engine_push(cfg, engine_results, signer) if signer is not None else []:
+            proc.echo(line, "image")
     files.write_text(cfg.reports_dir / "images.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     proc.echo(size_table(results))
     return results

@@ -308,13 +308,35 @@ def provenance_path(config: Config, platform_key: str) -> Path:
     return config.out_dir / "provenance" / f"{platform_key}.intoto.jsonl"
 
 
+def after_engine_push(config: Config, results: list[ImageResult], signer: Signer | None) -> list[str]:
+    """:func:`after_push` for images an engine pushed (``docker push``, one tag per platform, no index): each
+    manifest is read back from the registry under its tag and gets its SBOM, and with a key its signatures and
+    provenance."""
+    from wgobuild import files
+    from wgobuild.oci import manifest as mf
+    from wgobuild.oci.registry import Client, Reference
+    from wgobuild.oci.writers import Built, Target
+
+    insecure = list(config.image.insecure_registries)
+    for old in sorted((config.out_dir / "provenance").glob("*.intoto.jsonl")):
+        files.remove(old)  # a previous push's: none may look like this push's provenance
+    lines: list[str] = []
+    for result in results:
+        ref = Reference.parse(result.reference)
+        data, media_type = Client(ref.registry, insecure).get_manifest(ref.repository, ref.ref)
+        target = Target(result.reference, [Built(result.reference, data, media_type, {})])
+        pushed = f"{ref.registry}/{ref.repository}@{mf.digest_of(data)}"
+        lines += after_push(config, pushed, target, [result], signer, insecure, fresh=False)
+    return lines
+
+
 def after_push(config: Config, pushed: str, target: Target, results: list[ImageResult],
-               signer: Signer | None, insecure: list[str]) -> list[str]:
+               signer: Signer | None, insecure: list[str], fresh: bool = True) -> list[str]:
     """Attach each platform image's SBOM, and with a key sign every manifest and the index and attach their
     provenance.
 
-    ``pushed`` is ``registry/repository@digest`` as the registry writer returned it. Returns one line per
-    document attached.
+    ``pushed`` is ``registry/repository@digest`` as the registry writer returned it; ``fresh``: this is the whole
+    push (the previous push's provenance files go first). Returns one line per document attached.
     """
     from wgobuild import files, provenance
     from wgobuild.config import Platform
@@ -326,7 +348,7 @@ def after_push(config: Config, pushed: str, target: Target, results: list[ImageR
     client, repo = Client(ref.registry, insecure), ref.repository
     name = f"{ref.registry}/{repo}"
     lines: list[str] = []
-    for old in sorted((config.out_dir / "provenance").glob("*.intoto.jsonl")):
+    for old in sorted((config.out_dir / "provenance").glob("*.intoto.jsonl")) if fresh else []:
         files.remove(old)  # a previous push's: none may look like this push's provenance
     subjects: list[tuple[attach.Subject, ImageResult | None]] = [
         (attach.Subject(image.digest, image.media_type, len(image.manifest)), result)
