@@ -505,3 +505,15 @@ def test_a_platform_its_mapped_engine_could_not_build_is_retried_when_that_engin
     # Negative control: without the mapped engine in the record, the default engine's facts are compared.
     record.write_text(json.dumps({"backend": "none", "extra": {"facts": records.engine_facts(engine)}}))
     assert records.stale_reason(record) is not None
+
+
+def test_the_not_built_line_of_a_mapped_platform_names_its_engine_not_docker_host(tmp_path: Path) -> None:
+    from wgobuild import imaging
+
+    cfg = _config(tmp_path, {"windows/amd64": "ctx-ltsc2022"}, ["linux/amd64", "windows/amd64"])
+    windows, linux = (next(p for p in cfg.platforms if p.os == name) for name in ("windows", "linux"))
+    detail = "oci: base mcr.microsoft.com/windows/nanoserver:ltsc2022: unreachable"
+    line = imaging.unavailable_line(cfg, windows, detail)
+    assert line.startswith("needs its engine (ctx-ltsc2022) or a reachable base (") and "DOCKER_HOST" not in line
+    assert line.endswith("start that engine, or image.windows_base"), line
+    assert "set DOCKER_HOST" in imaging.unavailable_line(cfg, linux, detail), "negative control: unmapped"

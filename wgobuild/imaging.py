@@ -137,9 +137,13 @@ def unavailable_line(cfg: Config, platform: Platform, detail: str) -> str:
         return oci.split(". ")[0][:140]
     key = "bases" if platform.key in cfg.image.bases or platform.goos_goarch in cfg.image.bases else (
         "servercore_base" if platform.os == "windows" and cfg.image.runtime == "servercore" else f"{platform.os}_base")
-    engine = "a Windows engine" if platform.os == "windows" else "a Docker engine"
     base = cfg.base_source(platform)
     base = base if len(base) <= 60 else "…" + base[-59:]
+    mapped = cfg.engine_for(platform)
+    if mapped:  # [engines] names its engine: DOCKER_HOST is not read for it
+        shown = mapped if len(mapped) <= 50 else "…" + mapped[-49:]
+        return f"needs its engine ({shown}) or a reachable base ({base}): start that engine, or image.{key}"
+    engine = "a Windows engine" if platform.os == "windows" else "a Docker engine"
     return f"needs {engine} or a reachable base ({base}): start one, set DOCKER_HOST, or image.{key}"
 
 
