@@ -162,10 +162,11 @@ def test_push_to_auth_and_token_registries(auth_registry, token_registry, oci_bi
     assert info["Digest"] == result.digest  # same image, same digest in both registries
 
 
-def test_push_needs_a_registry_in_the_repository(tmp_path, oci_binaries):
+def test_push_needs_a_registry_in_the_repository(tmp_path, oci_binaries, capsys):
     config = oci_config(tmp_path, ["linux/amd64"], outputs=[])
     result = OciBackend(config).build(ImageRequest(config, config.platforms[0], {"hello": oci_binaries["linux"]},
-                                                   "hello:1", VERSION))
+                                                   "hello:1", VERSION, push=True))
+    assert "cannot ask" not in capsys.readouterr().out, "no registry named: none is asked for a built image"
     with pytest.raises(OciError, match="names no registry"):
         publish(config, [result], push=True)
     saved = config.out_dir / "images" / "linux-amd64.json"

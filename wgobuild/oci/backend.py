@@ -97,6 +97,8 @@ class OciBackend:
         from wgobuild.oci.writers import Built
 
         ref = Reference.parse(request.reference)
+        if ref.registry == "docker.io" and not request.reference.startswith("docker.io/"):
+            return None  # image.repository names no registry: the push itself says what to set
         label = f"image-platform:{request.platform.key}"
         client = Client(ref.registry, self.config.image.insecure_registries)
         try:
