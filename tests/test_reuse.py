@@ -84,3 +84,24 @@ def test_a_marker_that_does_not_name_its_inputs_is_not_trusted(tmp_path: Path, s
     assert again.returncode == 0, again.output
     assert again.output.count(TAKEN) == 1, "the other platform's marker still holds"
     assert images(second) == images(first), "what is built is the same image"
+
+
+def test_the_inputs_sha256_follows_the_entrypoint_and_every_binary_byte(tmp_path: Path) -> None:
+    """The first binary is the image's entrypoint: swapping the order is another image, as is one changed byte;
+    the same inputs in another folder are the same sha256."""
+    from wgobuild import config
+    from wgobuild.image import ImageRequest
+    from wgobuild.oci.bases import Base
+
+    def sha(folder: Path, order: list[str], api: bytes = b"api") -> str:
+        root = copy_hello(folder)
+        cfg = config.load(root)
+        (root / "api").write_bytes(api)
+        (root / "worker").write_bytes(b"worker")
+        request = ImageRequest(cfg, cfg.platforms[0], {name: root / name for name in order}, "r:1", "1.0.0")
+        return reuse.fingerprint(request, Base("scratch", "oci"), "1:1")
+
+    first = sha(tmp_path / "a", ["api", "worker"])
+    assert sha(tmp_path / "b", ["api", "worker"]) == first, "another folder, same inputs"
+    assert sha(tmp_path / "c", ["worker", "api"]) != first, "another entrypoint"
+    assert sha(tmp_path / "d", ["api", "worker"], b"apj") != first, "another byte"

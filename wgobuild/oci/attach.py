@@ -55,7 +55,8 @@ class Layer:
         return desc
 
 
-def _upload(client: Client, repo: str, data: bytes) -> None:
+def upload_small(client: Client, repo: str, data: bytes) -> None:
+    """Upload a small blob held in memory, unless the repository has it already."""
     digest = mf.digest_of(data)
     if not client.blob_exists(repo, digest):
         client.upload_blob(repo, digest, lambda: io.BytesIO(data))
@@ -74,8 +75,8 @@ def cosign_tag(digest: str, suffix: str) -> str:
 def put_referrer(client: Client, repo: str, subject: Subject, artifact_type: str, layer: Layer,
                  annotations: dict[str, str] | None = None) -> str:
     """Push ``layer`` as an artifact about ``subject``; returns the artifact manifest's digest."""
-    _upload(client, repo, EMPTY)
-    _upload(client, repo, layer.data)
+    upload_small(client, repo, EMPTY)
+    upload_small(client, repo, layer.data)
     doc: dict[str, Any] = {
         "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": artifact_type,
         "config": mf.descriptor(EMPTY_MEDIA, EMPTY), "layers": [layer.descriptor], "subject": subject.descriptor}
@@ -93,7 +94,7 @@ def put_referrer(client: Client, repo: str, subject: Subject, artifact_type: str
 def _add_to_fallback(client: Client, repo: str, subject: str, entry: dict[str, Any]) -> None:
     tag = fallback_tag(subject)
     manifests: list[dict[str, Any]] = []
-    existing = _get(client, repo, tag)
+    existing = get_or_none(client, repo, tag)
     if existing is not None:
         doc = json.loads(existing[0])
         manifests = [m for m in doc.get("manifests", []) if isinstance(m, dict) and m.get("digest") != entry["digest"]]
@@ -105,19 +106,20 @@ def _add_to_fallback(client: Client, repo: str, subject: str, entry: dict[str, A
 def put_tagged(client: Client, repo: str, tag: str, layers: list[Layer]) -> str:
     """Push ``layers`` as the small image cosign keeps under ``tag`` (replacing what was there)."""
     for layer in layers:
-        _upload(client, repo, layer.data)
+        upload_small(client, repo, layer.data)
     diff_ids = [mf.digest_of(layer.data) for layer in layers]
     config = mf.canonical({"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
                            "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers], "os": "",
                            "rootfs": {"type": "layers", "diff_ids": diff_ids}})
-    _upload(client, repo, config)
+    upload_small(client, repo, config)
     doc = {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": mf.descriptor(mf.OCI_CONFIG, config),
            "layers": [layer.descriptor for layer in layers]}
     data = mf.canonical(doc)
     return client.put_manifest(repo, tag, data, mf.OCI_MANIFEST)
 
 
-def _get(client: Client, repo: str, ref: str) -> tuple[bytes, str] | None:
+def get_or_none(client: Client, repo: str, ref: str) -> tuple[bytes, str] | None:
+    """A manifest (bytes, media type) by tag or digest; None when the registry has no such one (404)."""
     try:
         return client.get_manifest(repo, ref)
     except RegistryError as exc:
@@ -131,7 +133,7 @@ def referrers(client: Client, repo: str, digest: str, artifact_type: str) -> lis
     manifest and its first layer."""
     raw = client.referrers(repo, digest)
     if raw is None:
-        found = _get(client, repo, fallback_tag(digest))
+        found = get_or_none(client, repo, fallback_tag(digest))
         raw = found[0] if found else None
     if raw is None:
         return []
@@ -139,7 +141,7 @@ def referrers(client: Client, repo: str, digest: str, artifact_type: str) -> lis
     for entry in json.loads(raw).get("manifests", []):
         if not isinstance(entry, dict) or entry.get("artifactType") != artifact_type:
             continue
-        got = _get(client, repo, str(entry["digest"]))
+        got = get_or_none(client, repo, str(entry["digest"]))
         if got is None:
             continue
         doc = json.loads(got[0])
@@ -156,7 +158,7 @@ def referrers(client: Client, repo: str, digest: str, artifact_type: str) -> lis
 
 def tagged_layers(client: Client, repo: str, tag: str) -> list[Layer]:
     """The layers (with their annotations) of the image under one of cosign's tags; [] when there is none."""
-    got = _get(client, repo, tag)
+    got = get_or_none(client, repo, tag)
     if got is None:
         return []
     doc = json.loads(got[0])

@@ -33,10 +33,10 @@ def fingerprint(request: ImageRequest, base: Base, layer_format: str) -> str:
     """The sha256 of everything the daemonless image of ``request`` is made from."""
     config = request.config
     digest = hashlib.sha256
-    binaries = {}
+    binaries = []  # in order: the first is the entrypoint
     for name, path in request.binaries.items():
         with open(path, "rb") as handle:
-            binaries[name] = hashlib.file_digest(handle, digest).hexdigest()
+            binaries.append([name, hashlib.file_digest(handle, digest).hexdigest()])
     doc = {"format": _FORMAT, "layer": layer_format, "platform": str(request.platform), "version": request.version,
            "image": asdict(config.image), "project": asdict(config.project), "binaries": binaries,
            "base": [base.source, base.digest, [str(d["digest"]) for d in base.layers],
@@ -52,9 +52,9 @@ def tag_of(inputs: str) -> str:
 def find(client: Client, repository: str, inputs: str) -> tuple[bytes, str] | None:
     """The image manifest (bytes, media type) the repository holds for ``inputs``, or None. The artifact under the
     tag must name ``inputs`` in its annotation and the image by digest; the image's bytes must match that digest."""
-    from wgobuild.oci.attach import _get
+    from wgobuild.oci.attach import get_or_none
 
-    found = _get(client, repository, tag_of(inputs))
+    found = get_or_none(client, repository, tag_of(inputs))
     if found is None:
         return None
     try:
@@ -66,7 +66,7 @@ def find(client: Client, repository: str, inputs: str) -> tuple[bytes, str] | No
         return None
     if not ok:
         return None
-    image = _get(client, repository, wanted)
+    image = get_or_none(client, repository, wanted)
     if image is None or mf.digest_of(image[0]) != wanted:
         return None
     return image[0], str(subject.get("mediaType") or image[1])
@@ -74,9 +74,9 @@ def find(client: Client, repository: str, inputs: str) -> tuple[bytes, str] | No
 
 def record(client: Client, repository: str, manifest: bytes, media_type: str, inputs: str) -> None:
     """After a push: the artifact that lets the next build from ``inputs`` find the image ``manifest``."""
-    from wgobuild.oci.attach import EMPTY, EMPTY_MEDIA, _upload
+    from wgobuild.oci.attach import EMPTY, EMPTY_MEDIA, upload_small
 
-    _upload(client, repository, EMPTY)
+    upload_small(client, repository, EMPTY)
     doc = {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
            "config": mf.descriptor(EMPTY_MEDIA, EMPTY), "layers": [mf.descriptor(EMPTY_MEDIA, EMPTY)],
            "subject": mf.descriptor(media_type, manifest), "annotations": {ANNOTATION: inputs}}
