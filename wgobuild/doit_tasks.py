@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from doit.dependency import MD5Checker, get_file_md5
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
@@ -483,6 +484,35 @@ def clean_outputs(cfg: Config) -> None:
         proc.echo(line)
 
 
+class OnceMD5Checker(MD5Checker):
+    """doit's md5 checker, reading each file once per run. doit hashes a changed file for every step that depends
+    on it, twice (before the step and after it), in the thread that starts steps: a new binary read by golden cases
+    and image steps was hashed 6-10 times per run. A file is the same file while its inode, size, mtime and ctime
+    are: a rewrite changes the ctime, an atomic replace the inode."""
+
+    def __init__(self) -> None:
+        self.digests: dict[tuple[str, int, int, int, int], str] = {}
+
+    def md5(self, path: str, stat: os.stat_result) -> str:
+        key = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        digest = self.digests.get(key)
+        if digest is None:
+            digest = self.digests[key] = get_file_md5(path)
+        return digest
+
+    def check_modified(self, file_path: str, file_stat: os.stat_result, state: Any) -> bool:
+        timestamp, size, file_md5 = state
+        if file_stat.st_mtime == timestamp:
+            return False
+        return bool(file_stat.st_size != size or file_md5 != self.md5(file_path, file_stat))
+
+    def get_state(self, dep: str, current_state: Any) -> tuple[float, int, str] | None:
+        stat = os.stat(dep)
+        if current_state and current_state[0] == stat.st_mtime:
+            return None
+        return stat.st_mtime, stat.st_size, self.md5(dep, stat)
+
+
 def doit_config(cfg: Config) -> dict[str, Any]:
     """doit settings: state in a sqlite3 DB under ``.wgobuild/`` (safe for concurrent runs), default ``image``,
     steps in parallel threads."""
@@ -494,6 +524,7 @@ def doit_config(cfg: Config) -> dict[str, Any]:
         "default_tasks": ["image"],
         "reporter": Reporter,
         "verbosity": 2,
+        "check_file_uptodate": OnceMD5Checker,
         # Independent steps run side by side like `make -j`: links of several platforms, tests beside compiles.
         # Threads, not processes: actions are cheap Python around external programs. `doit -n 1` runs serially.
         # Image steps on remote engines ([engines]) wait on those hosts, not this CPU: one worker per engine at least.

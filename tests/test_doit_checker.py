@@ -1,0 +1,53 @@
+"""doit's file checker as wgobuild configures it: each file state hashed once per run, every change still seen."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from wgobuild import doit_tasks
+
+
+@pytest.fixture()
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = doit_tasks.get_file_md5
+
+    def counting(path: str) -> str:
+        calls.append(path)
+        return str(real(path))
+
+    monkeypatch.setattr(doit_tasks, "get_file_md5", counting)
+    return calls
+
+
+def test_a_file_read_by_many_steps_is_hashed_once(tmp_path: Path, hashed: list[str]) -> None:
+    binary = tmp_path / "api"
+    binary.write_bytes(b"MZ" + b"\0" * 4096)
+    checker = doit_tasks.OnceMD5Checker()
+    states = [checker.get_state(str(binary), None) for _ in range(4)]  # golden case, image steps, ...
+    assert len(set(states)) == 1 and hashed == [str(binary)]
+    old = states[0]
+    assert old is not None
+    later = binary.stat().st_mtime_ns + 5 * 10**9
+    os.utime(binary, ns=(later, later))  # touched: same bytes, new mtime
+    assert not checker.check_modified(str(binary), os.stat(binary), old)
+    assert not checker.check_modified(str(binary), os.stat(binary), old)
+    assert hashed == [str(binary)] * 2
+
+
+def test_a_same_size_rewrite_is_a_change(tmp_path: Path, hashed: list[str]) -> None:
+    binary = tmp_path / "api"
+    binary.write_bytes(b"A" * 4096)
+    checker = doit_tasks.OnceMD5Checker()
+    old = checker.get_state(str(binary), None)
+    assert old is not None
+    later = binary.stat().st_mtime_ns + 10**9
+    binary.write_bytes(b"B" * 4096)  # in place: same inode and size
+    os.utime(binary, ns=(later, later))
+    assert checker.check_modified(str(binary), os.stat(binary), old)
+    new = checker.get_state(str(binary), old)
+    assert new is not None and new[2] != old[2] and new[2] == doit_tasks.MD5Checker().get_state(str(binary), None)[2]
+    assert not checker.check_modified(str(binary), os.stat(binary), new)
