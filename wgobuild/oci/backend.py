@@ -75,7 +75,7 @@ class OciBackend:
         from wgobuild.oci import layer, reuse
 
         base = self.base(request.platform)
-        inputs = reuse.fingerprint(request, base, f"{layer.LAYER_FORMAT}:{layer.GZIP_LEVEL}")
+        inputs = reuse.fingerprint(request, base, f"{layer.LAYER_FORMAT}:{layer.COMPRESSOR}")
         taken = self._from_repository(request, base, inputs) if request.push else None
         built = taken or assemble(request, base, self.store, self.config.state_dir)
         outputs = write_local(self.config, request.platform.key, [built], built.reference, self.store)

@@ -5,17 +5,20 @@ Windows layers put every file under ``Files/`` (``C:\\app\\svc.exe`` is ``Files/
 BUILTIN\\Users) on regular files and mode 0555; without this Docker on Windows cannot register the layer.
 
 Reproducible: sorted entries, fixed mtimes (``SOURCE_DATE_EPOCH`` or 0), no user or group names, gzip with mtime 0
-and no file name. Streamed: tar -> sha256 (diff_id) -> gzip -> sha256 (digest) -> blob file, so memory does not grow
-with the binary. Cached by the binaries' content, so an unchanged binary is neither re-tarred nor re-compressed.
+and no file name. Compressed by ISA-L (``isal``): about 5 times faster than zlib's fastest level at the same size,
+which was most of an image step's time after an edit; like zlib's, its bytes are stable for one version of it.
+Streamed: tar -> sha256 (diff_id) -> gzip -> sha256 (digest) -> blob file, so memory does not grow with the binary.
+Cached by the binaries' content, so an unchanged binary is neither re-tarred nor re-compressed.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+
+from isal import igzip
 
 from wgobuild import files
 from wgobuild.oci import OciError
@@ -23,7 +26,8 @@ from wgobuild.oci.blobs import BlobStore, HashingWriter
 from wgobuild.oci.manifest import digest_of
 
 WINDOWS_RAWSD = "AQAAgBQAAAAkAAAAAAAAAAAAAAABAgAAAAAABSAAAAAhAgAAAQIAAAAAAAUgAAAAIQIAAA=="
-GZIP_LEVEL = 1  # gzip.BestSpeed, as go-containerregistry and ko use: several times faster, ~10% larger
+GZIP_LEVEL = 2  # ISA-L's levels are 0-3; 2 is as fast as 1 and within 1% of zlib's level 1 in size
+COMPRESSOR = f"isal {GZIP_LEVEL}"  # in cache keys and reuse fingerprints: other bytes, other layers
 LAYER_FORMAT = 1  # bump when the layer layout changes, so cached layers (and reused images) are rebuilt
 
 
@@ -69,7 +73,7 @@ def build(store: BlobStore, cache_dir: Path, content: dict[str, Path], *, window
     for src in content.values():
         if not src.is_file():
             raise OciError(f"{src}: binary not found; build it first (doit build)")
-    key_doc = {"format": LAYER_FORMAT, "windows": windows, "mtime": mtime, "gzip": GZIP_LEVEL,
+    key_doc = {"format": LAYER_FORMAT, "windows": windows, "mtime": mtime, "gzip": COMPRESSOR,
                "files": sorted((dest, files.sha256_file(src)) for dest, src in content.items())}
     key = json.dumps(key_doc, sort_keys=True)
     cache_file = cache_dir / f"{digest_of(key.encode()).split(':')[1]}.json"
@@ -77,8 +81,8 @@ def build(store: BlobStore, cache_dir: Path, content: dict[str, Path], *, window
         cached = LayerBlob(**json.loads(cache_file.read_text(encoding="utf-8")))
         if store.has(cached.digest):
             return cached
-    with store.writer() as compressed, gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,
-                                                      compresslevel=GZIP_LEVEL) as gz:
+    with store.writer() as compressed, igzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,
+                                                       compresslevel=GZIP_LEVEL) as gz:
         raw = HashingWriter(gz)  # type: ignore[arg-type]
         write_tar(raw, content, windows, mtime)
     blob = LayerBlob(compressed.digest, raw.digest, compressed.size)
