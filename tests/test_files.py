@@ -46,6 +46,18 @@ def test_sha256_file_streams(tmp_path: Path) -> None:
     assert files.sha256_file(target, chunk=1) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
+def test_sha256_file_sees_an_in_place_rewrite_that_keeps_size_and_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "api"
+    path.write_bytes(b"A" * 4096)
+    before = path.stat()
+    first = files.sha256_file(path)
+    assert files.sha256_file(path) == first  # unchanged: answered without reading it again
+    path.write_bytes(b"B" * 4096)  # same inode and size; the mtime is put back, the ctime moves on
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert files.sha256_file(path) != first
+    assert files.sha256_file(path) == files.sha256_file(Path(str(path)))
+
+
 def test_identical_output_keeps_the_old_file_and_its_mtime(tmp_path: Path) -> None:
     target = tmp_path / "bin"
     files.write_bytes(target, b"same bytes")

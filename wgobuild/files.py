@@ -108,13 +108,27 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         raise
 
 
+_SHA256_SEEN: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (memory does not grow with file size)."""
+    """Hex sha256 of a file, read in chunks (memory does not grow with file size).
+
+    A binary is hashed by its SBOM, its layer and its image's SBOM: a file whose device, inode, size, mtime and
+    ctime are unchanged since this process hashed it is not read again (a rewrite changes the ctime).
+    """
+    stat = os.stat(path)
+    key = (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if (known := _SHA256_SEEN.get(key)) is not None:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+    if len(_SHA256_SEEN) > 4096:  # a long-lived process (watch loops) keeps only recent files
+        _SHA256_SEEN.clear()
+    _SHA256_SEEN[key] = digest.hexdigest()
+    return _SHA256_SEEN[key]
 
 
 def remove(path: Path) -> None:
