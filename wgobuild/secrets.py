@@ -19,6 +19,7 @@ key that lets a false positive through (docs/supply-chain.md).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -73,6 +74,12 @@ def _plugins() -> list[BasePlugin]:
     return [getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), cls)() for module, cls in PLUGINS]
 
 
+@functools.cache
+def _compiled(sources: tuple[tuple[str, int], ...]) -> list[re.Pattern[str]]:
+    """The detectors' patterns compiled once per process (each image step scans with its own Scanner)."""
+    return [re.compile(text, flags) for text, flags in sources]
+
+
 class Scanner:
     """The detectors, loaded only when a text may hold a secret. Every detector used is regex-based: it can only
     report a match of one of its own patterns, so a text none of those patterns matches holds nothing it would
@@ -92,7 +99,7 @@ class Scanner:
 
     def patterns(self) -> list[re.Pattern[str]]:
         if self._patterns is None:
-            self._patterns = [re.compile(text, flags) for text, flags in self._pattern_sources()]
+            self._patterns = _compiled(tuple(self._pattern_sources()))
         return self._patterns
 
     def _pattern_sources(self) -> list[tuple[str, int]]:
