@@ -363,7 +363,7 @@ def run(
     rusage_cpu = 0.0
     exited = _ExitWaiter(popen)
     try:
-        delay = 0.002
+        delay = 0.005
         while True:
             if os.name != "nt":
                 try:
@@ -384,7 +384,7 @@ def run(
                 timed_out = True
                 kill_tree(popen.pid)
             exited(delay)  # returns at once when the program ends: no step waits out a polling interval
-            delay = min(delay * 2, 0.1)  # each sample walks /proc (about 1 ms): fewer for long steps
+            delay = min(delay * 2, 0.2)  # each sample walks all of /proc (1-2 ms of CPU): few per step
     except BaseException:
         interrupted = True
         kill_tree(popen.pid)
