@@ -42,12 +42,17 @@ from wgobuild.teamcache import Step  # noqa: E402
 RUN = RunReport()
 
 
-def step(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
-    """Wrap a core call as a doit action: figures go to the run report, a WgobuildError fails only this task."""
+def step(name: str, fn: Callable[..., Any], *args: Any, pass_changed: bool = False, **kwargs: Any
+         ) -> Callable[..., Any]:
+    """Wrap a core call as a doit action: figures go to the run report, a WgobuildError fails only this task.
+    ``pass_changed``: the call also gets ``changed``, the inputs doit found changed (all of them when the step runs
+    for another reason: first build, settings changed, forced)."""
 
-    def action(**options: Any) -> TaskFailed | None:
+    def action(task: Any, **options: Any) -> TaskFailed | None:
         start, cpu_start = time.perf_counter(), time.thread_time()
         status = "failed"
+        if pass_changed:
+            options["changed"] = list(task.dep_changed or task.file_dep)
         with proc.collecting() as runs:
             try:
                 proc.check_stopping()
@@ -310,11 +315,18 @@ class Project:
         from wgobuild import sbom
 
         cfg, build = self.cfg, self.cfg.build
+        batches = gotool.Batches()
         for platform in self.build_platforms:
+            requests = {b.name: gotool.BuildRequest(b.package, cfg.binary_path(b, platform),
+                                                    self.inputs.binary_version(b.name, platform),
+                                                    frozenset(self.inputs.files(b.name, platform)))
+                        for b in cfg.binaries}
             for binary in cfg.binaries:
                 name = f"{binary.name}-{platform.os}-{platform.arch}"
                 output = cfg.binary_path(binary, platform)
                 version = self.inputs.binary_version(binary.name, platform)
+                batch = gotool.BatchPlan(batches, requests[binary.name],
+                                         tuple(r for n, r in requests.items() if n != binary.name))
                 settings = {"package": binary.package, "version": version, "ldflags": build.ldflags,
                             "tags": build.tags, "cgo": build.cgo, "trimpath": build.trimpath,
                             "toolchain": self.build_settings(platform)}
@@ -326,7 +338,8 @@ class Project:
                 yield {
                     "name": name,
                     "actions": [step(f"compile:{name}", lazy("teamcache", "run"), cfg, cached, sbom.compile_binary, cfg,
-                                     binary, platform, version, label=f"compile:{name}")],
+                                     binary, platform, version, label=f"compile:{name}", batch=batch,
+                                     pass_changed=True)],
                     "file_dep": inputs,
                     "targets": [str(p) for p in outputs],
                     "uptodate": [config_changed(settings)],

@@ -15,6 +15,7 @@ import base64
 import json
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,15 +66,20 @@ def created() -> str:
     return rfc3339(source_date_epoch() or 0)
 
 
-def compile_binary(cfg: Config, binary: Binary, platform: Platform, version: str, *, label: str | None = None
-                   ) -> None:
-    """The compile step: ``go build`` of ``binary`` for ``platform`` (:func:`wgobuild.gotool.build`), then its
-    SBOMs. The old SBOMs go first, so a failed compile leaves none looking current."""
+def compile_binary(cfg: Config, binary: Binary, platform: Platform, version: str, *, label: str | None = None,
+                   batch: gotool.BatchPlan | None = None, changed: Collection[str] = ()) -> None:
+    """The compile step: ``go build`` of ``binary`` for ``platform`` (:func:`wgobuild.gotool.build`; with
+    ``batch``, linked with the siblings built from the ``changed`` files: :class:`wgobuild.gotool.Batches`), then
+    its SBOMs. The old SBOMs go first, so a failed compile leaves none looking current."""
     build = cfg.build
     for path in binary_paths(cfg, binary.name, platform):
         files.remove(path)
-    gotool.build(cfg.root, binary.package, platform, cfg.binary_path(binary, platform), version,
-                 ldflags=build.ldflags, tags=build.tags, cgo=build.cgo, trimpath=build.trimpath, label=label)
+    if batch is None:
+        gotool.build(cfg.root, binary.package, platform, cfg.binary_path(binary, platform), version,
+                     ldflags=build.ldflags, tags=build.tags, cgo=build.cgo, trimpath=build.trimpath, label=label)
+    else:
+        batch.batches.build(cfg.root, platform, batch.me, batch.siblings, changed, ldflags=build.ldflags,
+                            tags=build.tags, cgo=build.cgo, trimpath=build.trimpath, label=label)
     binary_sbom(cfg, binary.name, platform, version=version, ldflags=gotool.build_ldflags(version, build.ldflags))
 
 
