@@ -45,13 +45,15 @@ def git(root: Path, *args: str) -> None:
 
 def settle(root: Path, env: dict[str, str] | None = None) -> DoitRun:
     """No-op runs until one is answered by the snapshot: the first goes through doit and stores it, unless a
-    source is as new as the run (git rewrites its index for a while after files changed in the same instant)."""
-    for _ in range(4):
+    source is as new as the run (git rewrites its index on every `git status` within the second a tracked file
+    changed in, since it compares whole seconds: runs a quarter of a second apart reach the next one)."""
+    for _ in range(8):
         run = run_doit(root, "image", env=env)
         assert run.returncode == 0 and run.ran == set(), run.output
         if answered(root):
             return run
-    raise AssertionError(f"four no-op runs and none answered by the snapshot:\n{run.output}")
+        time.sleep(0.25)
+    raise AssertionError(f"eight no-op runs and none answered by the snapshot:\n{run.output}")
 
 
 def test_a_noop_is_answered_as_doit_answers_it_through_both_entry_points(tmp_path: Path) -> None:
