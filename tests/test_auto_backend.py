@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,13 @@ def test_auto_builds_daemonless_and_loads_the_image_into_the_engine(docker_host:
     assert "loaded into the engine at" in result.output, result.output
     loaded = client.images.get(reference)
     assert loaded.attrs["Os"] == "linux" and loaded.attrs["Architecture"] == "amd64"
+    assert loaded.id == record["extra"]["preloaded"]["id"], "the copy loaded beside the tests, now tagged"  # type: ignore[index]
+    client.images.remove(reference, force=True)  # gone from the engine: the publish step loads the tar again
+    forgot = subprocess.run([sys.executable, "-m", "doit", "forget", "image"], cwd=root, capture_output=True)
+    assert forgot.returncode == 0, forgot.stderr
+    again = run_doit(root, "image", env={"DOCKER_HOST": docker_host})
+    assert again.returncode == 0 and again.ran == {"image"}, again.output
+    assert client.images.get(reference).id == loaded.id and "loaded into the engine at" in again.output
     client.images.remove(reference, force=True)
 
     no_engine = {"DOCKER_HOST": f"unix://{tmp_path / 'none.sock'}"}
@@ -94,6 +103,10 @@ def test_a_failing_test_leaves_the_engine_tag_alone(backend: str, docker_host: s
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get(reference)
     assert not (root / "dist/reports/images.json").exists()
+    preloaded = linux_record(root)["extra"].get("preloaded", {}) if backend == "auto" else {}
+    if backend == "auto":  # loaded beside the tests, untagged: the engine's unpacking is done while Go runs
+        assert preloaded.get("id", "").startswith("sha256:"), linux_record(root)
+        assert reference not in client.images.get(preloaded["id"]).tags
 
     (root / "fail_test.go").unlink()
     fixed = run_doit(root, "image", env=env)
@@ -102,6 +115,6 @@ def test_a_failing_test_leaves_the_engine_tag_alone(backend: str, docker_host: s
     assert "image-platform:linux-amd64" not in fixed.ran, "built beside the failing test: not built again"
     if backend == "engine":
         assert client.images.get(reference).id == linux_record(root)["digest"]
-    else:
-        assert "loaded into the engine at" in fixed.output and client.images.get(reference)
+    else:  # the publish step only pointed the tag at the image loaded beside the tests
+        assert "loaded into the engine at" in fixed.output and client.images.get(reference).id == preloaded["id"]
     client.images.remove(reference, force=True)

@@ -705,27 +705,17 @@ def load_archive(archive: Path, platform: Platform, engine: str = "") -> str | N
     engine ``[engines]`` names, one line says why the load was skipped: the daemonless image stands). A local unix
     socket is spoken to with the standard library (no SDK import); other hosts go through the SDK. An engine that
     answers but refuses the archive fails the step (StepFailed)."""
-    import json
 
     def skipped(why: str) -> None:
         if engine and engine != "default":  # asked for by name: say so; no default engine is the normal case
             proc.echo(f"{platform}: engine load skipped: {why}", "image")
 
-    try:
-        socket_path = _local_socket(engine)
-    except EngineUnreachable as exc:  # its docker context is gone
-        skipped(str(exc))
+    found = _local_engine_for(platform, engine)
+    if isinstance(found, str) and found != _NOT_LOCAL:
+        skipped(found)
         return None
-    where = engine_address(engine) if socket_path is not None else ""
-    if socket_path is not None:
-        status, body = _unix_request(socket_path, "GET", "/info") if os.path.exists(socket_path) else (None, b"")
-        if status is None:
-            skipped(f"no engine answers at {where}")
-            return None
-        engine_os = json.loads(body or b"{}").get("OSType", "linux") if status == 200 else f"HTTP {status}"
-        if engine_os != platform.os:
-            skipped(f"the engine at {where} runs {engine_os} containers, not {platform.os} ones")
-            return None
+    if isinstance(found, tuple):
+        socket_path, where = found
         with open(archive, "rb") as data:
             status, body = _unix_request(socket_path, "POST", "/images/load?quiet=1", data,
                                          {"Content-Type": "application/x-tar",
@@ -753,6 +743,134 @@ def load_archive(archive: Path, platform: Platform, engine: str = "") -> str | N
         except docker.errors.DockerException as exc:
             raise StepFailed(f"docker load of {archive} into {engine_address(engine)} failed: {exc}") from None
     return engine_address(engine)
+
+
+_NOT_LOCAL = "not a local engine"
+
+
+def _local_engine_for(platform: Platform, engine: str) -> tuple[str, str] | str:
+    """(socket path, address) of the local engine (a unix socket) that runs ``platform``'s OS; else why not."""
+    import json
+
+    try:
+        socket_path = _local_socket(engine)
+    except EngineUnreachable as exc:  # its docker context is gone
+        return str(exc)
+    if socket_path is None:
+        return _NOT_LOCAL
+    where = engine_address(engine)
+    status, body = _unix_request(socket_path, "GET", "/info") if os.path.exists(socket_path) else (None, b"")
+    if status is None:
+        return f"no engine answers at {where}"
+    engine_os = json.loads(body or b"{}").get("OSType", "linux") if status == 200 else f"HTTP {status}"
+    if engine_os != platform.os:
+        return f"the engine at {where} runs {engine_os} containers, not {platform.os} ones"
+    return socket_path, where
+
+
+def preload_archive(archive: Path, platform: Platform, engine: str = "") -> dict[str, str] | None:
+    """Load a docker-save tar into the local engine that runs ``platform``'s OS *untagged*, beside the tests: the
+    engine's share of the work (unpacking the layers) is done while Go still runs, and once the tests pass the
+    publish step only points the tag at it (:func:`tag_preloaded`). Returns the engine's address and the image ID;
+    None when there is no such engine or it refused (the publish step then loads the tar itself and says why)."""
+    found = _local_engine_for(platform, engine)
+    if isinstance(found, str):
+        return None
+    socket_path, where = found
+    try:
+        status, body = _unix_request(socket_path, "POST", "/images/load?quiet=1", _untagged(archive),
+                                     {"Content-Type": "application/x-tar"}, timeout=API_TIMEOUT_S)
+    except (OSError, EOFError, tarfile.TarError, ValueError, KeyError, StepFailed):  # not a tar this step wrote
+        return None
+    loaded = [m.group(1) for line in _json_lines(body)
+              if (m := re.search(r"Loaded image ID: (sha256:[0-9a-f]{64})", str(line.get("stream", ""))))]
+    if status != 200 or len(loaded) != 1:
+        return None
+    return {"engine": where, "id": loaded[0]}
+
+
+def tag_preloaded(preloaded: dict[str, str], reference: str, engine: str = "") -> str | None:
+    """Point ``reference`` at an image :func:`preload_archive` loaded, on the same engine; returns the engine's
+    address, or None when that image is no longer there (or the engine moved): load the tar instead."""
+    from urllib.parse import quote
+
+    try:
+        socket_path = _local_socket(engine)
+    except EngineUnreachable:
+        return None
+    where = engine_address(engine)
+    if socket_path is None or where != preloaded.get("engine"):
+        return None
+    repository, _, name = reference.rpartition(":")
+    if not repository or "/" in name:
+        repository, name = reference, "latest"
+    status, body = _unix_request(socket_path, "POST", f"/images/{quote(preloaded['id'], safe=':')}/tag?"
+                                 f"repo={quote(repository, safe='')}&tag={quote(name, safe='')}")
+    if status is None or status == 404:  # the engine is gone, or the image was removed since
+        return None
+    if status != 201:
+        raise StepFailed(f"docker tag {preloaded['id'][:19]} {reference} on {where} failed: HTTP {status} "
+                         f"{body[:200].decode('utf-8', 'replace')}")
+    return where
+
+
+def _untagged(archive: Path) -> Iterator[bytes]:
+    """The docker-save tar ``archive`` as a stream whose ``manifest.json`` names no tags (loading it tags nothing)
+    and whose app layers (each image's last) are decompressed: the engine then only unpacks them, which spares it
+    the slowest part of the load. Base layers go as they are: an engine skips the layers it holds."""
+    import json
+
+    with tarfile.open(archive) as tar, open(archive, "rb") as raw:
+        manifest_member = tar.getmember("manifest.json")
+        handle = tar.extractfile(manifest_member)
+        manifest = json.loads(handle.read(1 << 20)) if handle is not None else []
+        app_layers = {entry["Layers"][-1] for entry in manifest if entry.get("Layers")}
+        for member in tar.getmembers():
+            if member is manifest_member:
+                continue
+            if member.name in app_layers:
+                yield from _decompressed(tar, member)
+                continue
+            raw.seek(member.offset)
+            remaining = member.offset_data - member.offset + member.size + (-member.size % tarfile.BLOCKSIZE)
+            while remaining:
+                chunk = raw.read(min(remaining, 1 << 20))
+                if not chunk:
+                    raise StepFailed(f"{archive}: shorter than its own headers say")
+                remaining -= len(chunk)
+                yield chunk
+        for entry in manifest:
+            entry["RepoTags"] = None
+        yield from _tar_entry("manifest.json", json.dumps(manifest).encode())
+        yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _decompressed(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    """One gzipped layer of ``tar`` as a tar entry of the same name holding the plain layer (through a temporary
+    file: a tar header states the size first)."""
+    from isal import igzip
+
+    source = tar.extractfile(member)
+    assert source is not None
+    with tempfile.TemporaryFile() as plain:
+        with igzip.GzipFile(fileobj=source, mode="rb") as unpacked:
+            while block := unpacked.read(1 << 20):
+                plain.write(block)
+        size = plain.tell()
+        plain.seek(0)
+        info = tarfile.TarInfo(member.name)
+        info.size, info.mode = size, 0o644
+        yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        while block := plain.read(1 << 20):
+            yield block
+        yield b"\0" * (-size % tarfile.BLOCKSIZE)
+
+
+def _tar_entry(name: str, data: bytes) -> Iterator[bytes]:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    yield data + b"\0" * (-len(data) % tarfile.BLOCKSIZE)
 
 
 def _unix_request(socket_path: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,

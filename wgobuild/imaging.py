@@ -97,20 +97,34 @@ def build_platform(cfg: Config, platform: Platform, version: str, push: bool = F
     result.extra["sbom"] = str(sbom.image_sbom(cfg, platform, result, version).path)
     if imports:
         result.extra["dll_imports"] = imports
+    archive = _docker_archive(result)
+    if cfg.image.backend == "auto" and result.backend == "oci" and archive is not None:
+        from wgobuild import engine
+
+        preloaded = engine.preload_archive(archive, platform, engine_name)  # untagged until the tests pass
+        if preloaded is not None:
+            result.extra["preloaded"] = preloaded
     result.save(record)
     return result
 
 
+def _docker_archive(result: ImageResult) -> Path | None:
+    return next((Path(out) for out in result.outputs if out.endswith(".docker.tar")), None)
+
+
 def load_into_engine(result: ImageResult, platform: Platform, engine_name: str = "") -> str | None:
     """Under ``auto``, once the tests passed: give the engine, when one runs ``platform``'s OS, the daemonless image
-    (its docker-save tar), so ``docker run`` and ``invoke run`` find it as if the engine had built it. Returns where
-    it was loaded; None with no engine (or no docker-save tar among the outputs)."""
+    (its docker-save tar), so ``docker run`` and ``invoke run`` find it as if the engine had built it: by tagging
+    the untagged copy the image step loaded beside the tests when it is still there, else by loading the tar.
+    Returns where it was loaded; None with no engine (or no docker-save tar among the outputs)."""
     from wgobuild import engine
 
-    archive = next((Path(out) for out in result.outputs if out.endswith(".docker.tar")), None)
+    archive = _docker_archive(result)
     if archive is None:  # image.outputs without docker-archive: `invoke run` says what to do
         return None
-    where = engine.load_archive(archive, platform, engine_name)
+    preloaded = result.extra.get("preloaded")
+    where = engine.tag_preloaded(preloaded, result.reference, engine_name) if isinstance(preloaded, dict) else None
+    where = where or engine.load_archive(archive, platform, engine_name)
     if where is not None:
         proc.echo(f"{platform}: loaded into the engine at {where}", "image")
     return where
