@@ -540,8 +540,9 @@ def doit_config(cfg: Config) -> dict[str, Any]:
         "check_file_uptodate": OnceMD5Checker,
         # Independent steps run side by side like `make -j`: links of several platforms, tests beside compiles.
         # Threads, not processes: actions are cheap Python around external programs. `doit -n 1` runs serially.
-        # Image steps on remote engines ([engines]) wait on those hosts, not this CPU: one worker per engine at least.
-        "num_process": max(min(4, os.cpu_count() or 1), len(set(cfg.engines.values()))),
+        # More threads than cores: Go builds and tests take one of a core's slots each (gotool.GO_SLOTS), so the
+        # spare threads run steps that mostly wait (image steps, engine loads, remote [engines]).
+        "num_process": max(min(8, (os.cpu_count() or 1) + 3), len(set(cfg.engines.values()))),
         "par_type": "thread",
     }
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from wgobuild import files, proc
 from wgobuild.errors import StepFailed
-from wgobuild.gotool import find_go, go_env_vars
+from wgobuild.gotool import GO_SLOTS, find_go, go_env_vars
 
 
 @dataclass
@@ -145,7 +145,8 @@ def test(root: Path, packages: list[str], *, flags: list[str], timeout: str, tag
         argv.append("-tags=" + ",".join(tags))
     argv += packages
     lines: list[str] = []
-    result = proc.run(argv, env=go_env_vars(cgo=cgo), cwd=root, on_line=lines.append, label=label)
+    with GO_SLOTS:
+        result = proc.run(argv, env=go_env_vars(cgo=cgo), cwd=root, on_line=lines.append, label=label)
     report = parse_test_events(lines)
     report.elapsed = result.wall_s  # the real time of `go test`: event Elapsed sums miss builds and parallel runs
     if not result.ok and report.ok:

@@ -610,7 +610,8 @@ def build(
     try:
         with files.atomic_path(output) as tmp:
             argv = build_argv(package, tmp, version, ldflags=ldflags or [], tags=tags or [], trimpath=trimpath)
-            result = proc.run(argv, env=_build_env(platform, cgo), cwd=root, label=label)
+            with GO_SLOTS:
+                result = proc.run(argv, env=_build_env(platform, cgo), cwd=root, label=label)
             if not result.ok:
                 raise StepFailed(f"go build {package} for {platform} failed (exit {result.returncode}):\n"
                                  f"{result.tail()}")
@@ -619,6 +620,12 @@ def build(
     finally:
         if not ok:
             files.remove(output)
+
+
+#: Go builds and tests at once: one per core. doit runs more steps than that side by side, so that steps which
+#: mostly wait (image steps and their engine loads, a binary waiting for its siblings' batch) never queue behind a
+#: compile, while compiles and tests do not crowd the cores.
+GO_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
 def _build_env(platform: Platform, cgo: bool) -> dict[str, str]:
@@ -741,7 +748,9 @@ class Batches:
                                   ldflags=ldflags, tags=tags, trimpath=trimpath)
             batch.started_ns = time.time_ns()
             # Quiet: if it fails, each member builds alone and shows its own errors.
-            if proc.run(argv, env=_build_env(platform, cgo), cwd=root, label=label, quiet=True).ok:
+            with GO_SLOTS:
+                linked = proc.run(argv, env=_build_env(platform, cgo), cwd=root, label=label, quiet=True).ok
+            if linked:
                 for member in batch.members:
                     produced = folder / str(exe_name(member.package, platform))
                     if produced.is_file():
