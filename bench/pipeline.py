@@ -194,9 +194,10 @@ def edit_loop(root: Path, runs: int, label: str) -> None:
     def doit() -> float:
         return timed([PYTHON_BIN / "doit", "image"], root)
 
-    for measure in (go_alone, doit):  # warm-up: Go's cache and wgobuild's state filled
-        edit()
-        measure()
+    for _ in range(3):  # warm-up: Go's cache and wgobuild's state filled (one round left the first section slower)
+        for measure in (go_alone, doit):
+            edit()
+            measure()
     go_s: list[float] = []
     doit_s: list[float] = []
     go_cpu: list[float] = []
