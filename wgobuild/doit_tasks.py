@@ -451,12 +451,17 @@ class Project:
         cfg = self.cfg
         records = [str(imaging.record_path(cfg, p)) for p in cfg.platforms]
         summary = cfg.reports_dir / "images.json"
+        host = Platform.host()
+        steps = [f"image-platform:{p.key}" for p in sorted(cfg.platforms,
+                                                            key=lambda p: (p.os != host.os, p.arch != host.arch))]
         return {
             "actions": [step("image", imaging.publish, cfg, self.version)],
             "file_dep": records,
             # Nothing is tagged, loaded or pushed before the tests and golden cases pass; image = false binaries
-            # are built all the same.
-            "task_dep": ["test", "golden", "scripts", *self.unshipped_compiles],
+            # are built all the same. The order is the order steps start in (doit follows file_dep in a set's
+            # order): this machine's platform first, whose binaries the golden cases run and whose image a local
+            # engine loads beside the other platforms' compiles; the tests right after, the longest step.
+            "task_dep": [*steps[:1], "test", *steps[1:], "golden", "scripts", *self.unshipped_compiles],
             "targets": [str(summary)],
             "params": [{"name": "push", "long": "push", "type": bool, "default": False,
                         "help": "push the image(s) to the registry of image.repository"}],
