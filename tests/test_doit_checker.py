@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fixtures_go import run_doit
 
 from wgobuild import doit_tasks
 
@@ -23,10 +24,20 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+@pytest.mark.slow
+def test_state_saved_by_doits_own_checker_leaves_nothing_to_rebuild(multi: Path) -> None:
+    """doit stores the checker's class name and re-runs every step when it changes: a module built before this
+    checker (doit's stock md5 one, same saved state) must not be rebuilt whole once."""
+    stock = run_doit(multi, "--check_file_uptodate", "md5", "image")
+    assert stock.returncode == 0 and "compile:api-linux-amd64" in stock.ran, stock.output
+    ours = run_doit(multi, "image", env={"WGOBUILD_NO_FASTPATH": "1"})
+    assert ours.returncode == 0 and ours.ran == set(), ours.output
+
+
 def test_a_file_read_by_many_steps_is_hashed_once(tmp_path: Path, hashed: list[str]) -> None:
     binary = tmp_path / "api"
     binary.write_bytes(b"MZ" + b"\0" * 4096)
-    checker = doit_tasks.OnceMD5Checker()
+    checker = doit_tasks.MD5Checker()
     states = [checker.get_state(str(binary), None) for _ in range(4)]  # golden case, image steps, ...
     assert len(set(states)) == 1 and hashed == [str(binary)]
     old = states[0]
@@ -41,7 +52,7 @@ def test_a_file_read_by_many_steps_is_hashed_once(tmp_path: Path, hashed: list[s
 def test_a_same_size_rewrite_is_a_change(tmp_path: Path, hashed: list[str]) -> None:
     binary = tmp_path / "api"
     binary.write_bytes(b"A" * 4096)
-    checker = doit_tasks.OnceMD5Checker()
+    checker = doit_tasks.MD5Checker()
     old = checker.get_state(str(binary), None)
     assert old is not None
     later = binary.stat().st_mtime_ns + 10**9
@@ -49,5 +60,6 @@ def test_a_same_size_rewrite_is_a_change(tmp_path: Path, hashed: list[str]) -> N
     os.utime(binary, ns=(later, later))
     assert checker.check_modified(str(binary), os.stat(binary), old)
     new = checker.get_state(str(binary), old)
-    assert new is not None and new[2] != old[2] and new[2] == doit_tasks.MD5Checker().get_state(str(binary), None)[2]
+    stock = doit_tasks.DoitMD5Checker().get_state(str(binary), None)
+    assert new is not None and new[2] != old[2] and new[2] == stock[2]
     assert not checker.check_modified(str(binary), os.stat(binary), new)

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from doit.dependency import MD5Checker, get_file_md5
+from doit.dependency import MD5Checker as DoitMD5Checker
+from doit.dependency import get_file_md5
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
@@ -502,11 +503,12 @@ def clean_outputs(cfg: Config) -> None:
         proc.echo(line)
 
 
-class OnceMD5Checker(MD5Checker):
+class MD5Checker(DoitMD5Checker):
     """doit's md5 checker, reading each file once per run. doit hashes a changed file for every step that depends
     on it, twice (before the step and after it), in the thread that starts steps: a new binary read by golden cases
     and image steps was hashed 6-10 times per run. A file is the same file while its inode, size, mtime and ctime
-    are: a rewrite changes the ctime, an atomic replace the inode."""
+    are: a rewrite changes the ctime, an atomic replace the inode. Same name and saved state as doit's: doit
+    re-runs every step when the checker's class name changes."""
 
     def __init__(self) -> None:
         self.digests: dict[tuple[str, int, int, int, int], str] = {}
@@ -542,7 +544,7 @@ def doit_config(cfg: Config) -> dict[str, Any]:
         "default_tasks": ["image"],
         "reporter": Reporter,
         "verbosity": 2,
-        "check_file_uptodate": OnceMD5Checker,
+        "check_file_uptodate": MD5Checker,
         # Independent steps run side by side like `make -j`: links of several platforms, tests beside compiles.
         # Threads, not processes: actions are cheap Python around external programs. `doit -n 1` runs serially.
         # More threads than cores: Go builds and tests take one of a core's slots each (gotool.GO_SLOTS), so the
