@@ -99,3 +99,17 @@ def test_a_sibling_edited_after_its_batch_began_is_built_again(tmp_path: Path, e
     assert build(batches, root, wanted, "worker") == (1 if edited else 0)
     said = subprocess.run([tmp_path / "out/worker"], capture_output=True, text=True, check=True).stdout
     assert said == ("1.0.0 1 edited\n" if edited else "1.0.0 1\n")
+
+
+def test_a_binary_named_unlike_its_package_folder_is_linked_with_its_sibling(tmp_path: Path) -> None:
+    """`go build -o DIR/` names files after the package folder (cmd/api -> api); the binary is called server."""
+    root = write_module(tmp_path / "multi")
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('name = "api"\npackage = "./cmd/api"',
+                                             'name = "server"\npackage = "./cmd/api"'))
+    built = run_doit(root, "image")
+    assert built.returncode == 0, built.output
+    assert sorted(go_programs(root).values()) == [0, 1], built.output
+    assert sorted(p.name for p in (root / "dist/linux-amd64").iterdir()) == ["server", "worker"]
+    said = subprocess.run([root / "dist/linux-amd64/server"], capture_output=True, text=True, check=True).stdout
+    assert said == "1.0.0 10\n"  # the api's output (page length 10), not the worker's
