@@ -324,8 +324,7 @@ class Project:
                         for b in cfg.binaries}
             for binary in cfg.binaries:
                 name = f"{binary.name}-{platform.os}-{platform.arch}"
-                output = cfg.binary_path(binary, platform)
-                version = self.inputs.binary_version(binary.name, platform)
+                output, version = requests[binary.name].output, requests[binary.name].version
                 batch = gotool.BatchPlan(batches, requests[binary.name],
                                          tuple(r for n, r in requests.items() if n != binary.name))
                 settings = {"package": binary.package, "version": version, "ldflags": build.ldflags,
