@@ -310,3 +310,19 @@ def test_clean_all_removes_every_file_wgobuild_wrote(hello: Path) -> None:
     assert state.returncode == 0, state.stdout + state.stderr
     assert not dist.exists() and not (hello / ".wgobuild").exists()
     assert "removed .wgobuild/" in state.stdout
+
+
+def test_an_edit_loop_does_not_fill_the_state_folder(multi: Path) -> None:
+    """Every edit makes a new app layer in .wgobuild/blobs; publishing keeps the current ones and a few recent."""
+    page = multi / "lib/web/page.html"  # embedded by the api: each edit relinks it and rebuilds the image
+    layers = multi / ".wgobuild/oci/layers"
+    for edit in range(12):
+        page.write_text(f"<p>edit {edit}</p>\n")
+        run = run_doit(multi, "image")
+        assert run.returncode == 0 and "image-platform:linux-amd64" in run.ran, run.output
+    digests = {json.loads(entry.read_text())["digest"] for entry in layers.glob("*.json")}
+    assert 1 <= len(digests) <= 9, len(digests)  # the current layer and the 8 most recent others
+    blobs = multi / ".wgobuild/blobs/sha256"
+    record = json.loads((multi / "dist/images/linux-amd64.json").read_text())
+    assert (blobs / record["layers"][-1]["digest"].removeprefix("sha256:")).is_file()
+    assert sum(p.stat().st_size for p in blobs.iterdir()) < 12 * record["app_size"], "old layers were removed"

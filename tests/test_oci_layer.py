@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import io
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -71,6 +72,28 @@ def test_reproducible_and_cached(tmp_path):
     assert changed.digest != first.digest
     other_time = layer.build(store, tmp_path / "ca", {"app/svc.exe": exe}, windows=True, mtime=5)
     assert other_time.digest != changed.digest
+
+
+def test_an_edit_loop_keeps_the_current_layers_and_a_few_recent_ones(tmp_path):
+    store, cache = BlobStore(tmp_path / "state"), tmp_path / "state" / "oci" / "layers"
+    exe = tmp_path / "svc"
+    built = []
+    for edit in range(14):  # every edit makes a new layer; its cache entry is dated by the edit's number
+        exe.write_bytes(b"ELF-edit-%d" % edit * 500)
+        before = set(cache.glob("*.json"))
+        built.append(layer.build(store, cache, {"app/svc": exe}, windows=False, mtime=0))
+        (entry,) = set(cache.glob("*.json")) - before
+        os.utime(entry, ns=((edit + 1) * 10**9, (edit + 1) * 10**9))
+    exe.write_bytes(b"ELF-edit-%d" % 11 * 500)  # an edit undone: the layer of edit 11 is used again, so it is recent
+    undone = layer.build(store, cache, {"app/svc": exe}, windows=False, mtime=0)
+    assert undone == built[11]
+    current = built[0]  # an image record still names the first one: it stays whatever its age
+    freed = layer.prune(store, cache, {current.digest}, recent=3)
+    kept = {i for i, b in enumerate(built) if store.has(b.digest)}
+    assert kept == {0, 11, 13, 12}, kept
+    assert freed > 0 and len(list(cache.glob("*.json"))) == 4
+    exe.write_bytes(b"ELF-edit-%d" % 4 * 500)  # a pruned one is built again, the same bytes
+    assert layer.build(store, cache, {"app/svc": exe}, windows=False, mtime=0) == built[4]
 
 
 def test_missing_binary_is_one_clear_error(tmp_path):

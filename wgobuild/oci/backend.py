@@ -193,7 +193,7 @@ def publish(config: Config, results: list[ImageResult], push: bool, reference: s
     with several it names an index. Returns the tag's reference, digest, push result and outputs.
     """
     from wgobuild import proc
-    from wgobuild.oci import OciError, writers
+    from wgobuild.oci import OciError, layer, writers
     from wgobuild.oci.blobs import BlobStore
 
     if not results:
@@ -227,6 +227,8 @@ def publish(config: Config, results: list[ImageResult], push: bool, reference: s
     report = {"reference": reference, "digest": target.digest, "media_type": target.top[1], "pushed": pushed,
               "outputs": outputs}
     proc.echo(f"{reference} {target.digest}", label="oci")
+    # Published: the app layers no current image names go (the last few stay, for an edit that is undone).
+    layer.prune(store, config.state_dir / "oci" / "layers", {d.digest for r in results for d in r.layers})
     return report
 
 

@@ -13,7 +13,9 @@ Cached by the binaries' content, so an unchanged binary is neither re-tarred nor
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -80,6 +82,8 @@ def build(store: BlobStore, cache_dir: Path, content: dict[str, Path], *, window
     if cache_file.is_file():
         cached = LayerBlob(**json.loads(cache_file.read_text(encoding="utf-8")))
         if store.has(cached.digest):
+            with contextlib.suppress(OSError):
+                os.utime(cache_file)  # used again: among the recent layers :func:`prune` keeps
             return cached
     with store.writer() as compressed, igzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,
                                                        compresslevel=GZIP_LEVEL) as gz:
@@ -88,3 +92,27 @@ def build(store: BlobStore, cache_dir: Path, content: dict[str, Path], *, window
     blob = LayerBlob(compressed.digest, raw.digest, compressed.size)
     files.write_text(cache_file, json.dumps(asdict(blob), sort_keys=True))
     return blob
+
+
+def prune(store: BlobStore, cache_dir: Path, keep: set[str], recent: int = 8) -> int:
+    """Remove the app layers no image record names (``keep``) but the ``recent`` most recently used ones, with
+    their cache entries: every edit makes a new layer, and the edit loop would otherwise grow the store without end
+    (1.3 GB after about 150 builds of a two-binary module). Base layers are never in this cache. Returns the bytes
+    freed."""
+    entries: list[tuple[float, Path, str]] = []
+    for entry in cache_dir.glob("*.json"):
+        try:
+            digest = str(json.loads(entry.read_text(encoding="utf-8"))["digest"])
+            entries.append((entry.stat().st_mtime, entry, digest))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    spare = [e for e in sorted(entries, reverse=True) if e[2] not in keep][recent:]
+    freed = 0
+    for _, entry, digest in spare:
+        blob = store.path(digest)
+        with contextlib.suppress(OSError):
+            freed += blob.stat().st_size
+            blob.unlink()
+        with contextlib.suppress(OSError):
+            entry.unlink()
+    return freed
