@@ -326,3 +326,20 @@ def test_an_edit_loop_does_not_fill_the_state_folder(multi: Path) -> None:
     record = json.loads((multi / "dist/images/linux-amd64.json").read_text())
     assert (blobs / record["layers"][-1]["digest"].removeprefix("sha256:")).is_file()
     assert sum(p.stat().st_size for p in blobs.iterdir()) < 12 * record["app_size"], "old layers were removed"
+
+
+def test_an_image_step_on_the_default_engine_does_not_load_the_docker_sdk(tmp_path: Path) -> None:
+    """No DOCKER_HOST and no docker context: the engine is the default socket, spoken to without the SDK (importing
+    it costs about as much CPU as a whole image step)."""
+    root = copy_hello(tmp_path / "hello")  # as shipped: backend auto
+    toml = root / "wgobuild.toml"
+    toml.write_text(toml.read_text().replace('["windows/amd64", "linux/amd64"]', '["linux/amd64"]'))
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
+    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")  # no contexts
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "doit", "image"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "image-platform:linux-amd64" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "wgobuild.oci.layer" in imported, "the image step ran in this process"
+    assert not {name for name in imported if name == "docker" or name.startswith("docker.")}, "the SDK was loaded"

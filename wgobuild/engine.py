@@ -758,7 +758,7 @@ def _local_engine_for(platform: Platform, engine: str) -> tuple[str, str] | str:
         return str(exc)
     if socket_path is None:
         return _NOT_LOCAL
-    where = engine_address(engine)
+    where = f"unix://{socket_path}"  # engine_address(engine), without importing the SDK to read the context
     status, body = _unix_request(socket_path, "GET", "/info") if os.path.exists(socket_path) else (None, b"")
     if status is None:
         return f"no engine answers at {where}"
@@ -798,9 +798,9 @@ def tag_preloaded(preloaded: dict[str, str], reference: str, engine: str = "") -
         socket_path = _local_socket(engine)
     except EngineUnreachable:
         return None
-    where = engine_address(engine)
-    if socket_path is None or where != preloaded.get("engine"):
+    if socket_path is None or f"unix://{socket_path}" != preloaded.get("engine"):
         return None
+    where = f"unix://{socket_path}"
     repository, _, name = reference.rpartition(":")
     if not repository or "/" in name:
         repository, name = reference, "latest"
