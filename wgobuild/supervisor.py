@@ -498,6 +498,14 @@ def _pump(stream: IO[bytes] | None, log: RotatingLog) -> None:
                 log.write(line)
 
 
+def _same_start(now: float, recorded: float) -> bool:
+    """psutil's create time is the kernel's boot time (whole seconds, recomputed from the wall clock, so a VM's
+    clock sync moves it by one second now and then) plus a start counted in clock ticks: a step of exactly one
+    second is the same start; a reused pid starts at another tick."""
+    step = abs(now - recorded)
+    return step < 0.01 or abs(step - 1.0) < 0.01
+
+
 def _alive(pid: Any, created: Any, cmdline: Any = None) -> bool:
     """Is ``pid`` still the process that was recorded: same create time and (when recorded) command line?"""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
@@ -506,7 +514,7 @@ def _alive(pid: Any, created: Any, cmdline: Any = None) -> bool:
         p = psutil.Process(pid)
         if p.status() == psutil.STATUS_ZOMBIE:
             return False
-        if created is not None and not (isinstance(created, int | float) and abs(p.create_time() - created) < 0.01):
+        if created is not None and not (isinstance(created, int | float) and _same_start(p.create_time(), created)):
             return False
         return cmdline is None or p.cmdline() == cmdline
     except psutil.Error:
