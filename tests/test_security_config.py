@@ -575,11 +575,14 @@ def test_stop_never_signals_an_unrelated_process(state: Path, bystander: psutil.
     assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
 
 
-def test_a_boot_time_step_of_one_second_is_still_the_recorded_process(state: Path, bystander: psutil.Popen) -> None:
+def test_a_boot_time_step_of_one_second_is_still_the_recorded_process(state: Path, bystander: psutil.Popen,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """psutil adds the kernel's boot time (whole seconds, moved by a VM's clock sync now and then) to the start;
-    a one-second step must not make a running supervisor look gone, another start must."""
+    a one-second step must not make a running supervisor look gone, another start must. The kernel's answer is held
+    still here: this machine's own boot time steps too, which would add a second step of its own."""
     _status_for(state, bystander.pid)
     recorded = json.loads((state / supervisor.STATUS_NAME).read_text())
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: recorded["supervisor_created"])
     for step, same in ((1.0, True), (-1.0, True), (0.5, False), (2.0, False)):
         shifted = {**recorded, "supervisor_created": recorded["supervisor_created"] + step}
         refusal = supervisor.signal_refusal(shifted)
