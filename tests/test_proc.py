@@ -60,10 +60,17 @@ def test_missing_program_is_a_clear_error() -> None:
         proc.run(["no-such-program-xyz"])
 
 
-def test_figures_cover_the_whole_tree() -> None:
+@pytest.mark.parametrize("children_lists", [True, False], ids=["proc-children-lists", "psutil"])
+def test_figures_cover_the_whole_tree(children_lists: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both tree walks (Linux's per-thread children lists, psutil's elsewhere) see a grandchild started by a
+    thread other than the main one, as the go command starts compile and link."""
+    if children_lists and not proc._CHILDREN_LISTS:
+        pytest.skip("this kernel has no per-thread children lists")
+    monkeypatch.setattr(proc, "_CHILDREN_LISTS", children_lists)
     burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.4: pass\nx=bytearray(80*2**20)\n" \
            "time.sleep(0.3)"
-    code = f"import subprocess,sys; subprocess.run([sys.executable,'-c',{burn!r}])"
+    code = (f"import subprocess,sys,threading; t=threading.Thread(target=subprocess.run, "
+            f"args=([sys.executable,'-c',{burn!r}],)); t.start(); t.join()")
     result = proc.run([PY, "-c", code], quiet=True)
     assert result.ok
     assert result.cpu_s >= 0.35, result

@@ -4,7 +4,8 @@ Why one runner: it is the single place that (a) streams a child's output as it c
 process tree on Ctrl-C, SIGTERM or a timeout, (c) makes the children die with wgobuild when wgobuild itself is
 killed (SIGKILL, Task Manager), so no orphaned ``go``/``compile``/``link`` survives, (d) applies CPU affinity and
 priority before the child runs any code of its own, and (e) measures wall time, CPU time and peak RSS of the tree
-for the run report. Process trees are walked with psutil, which works the same on Windows and Linux.
+for the run report. Process trees are walked with psutil, which works the same on Windows and Linux (samples on
+Linux read the tree's own /proc entries instead, see :func:`_proc_tree`).
 
 Children of a killed wgobuild: every child carries a mark in its environment, inherited by whatever it starts,
 and one watchdog process per wgobuild process (:mod:`wgobuild.watchdog`, started lazily at the first child) kills
@@ -444,26 +445,66 @@ class _ExitWaiter:
 
 
 class _TreeSampler:
-    """Samples RSS (summed over the live tree) and CPU (per pid, last value seen) of a process tree."""
+    """Samples RSS (summed over the live tree) and CPU (per process, last value seen) of a process tree."""
 
     def __init__(self, pid: int) -> None:
         self.peak = 0
+        self._pid = pid
         self._cpu: dict[tuple[int, float], float] = {}
-        try:
-            self._root: psutil.Process | None = psutil.Process(pid)
-        except psutil.Error:
-            self._root = None
+        self._root: psutil.Process | None = None
+        if not _CHILDREN_LISTS:
+            with contextlib.suppress(psutil.Error):
+                self._root = psutil.Process(pid)
 
     def sample(self) -> None:
-        if self._root is None:
-            return
-        rss = 0
-        for p in _tree(self._root):
-            with contextlib.suppress(psutil.Error), p.oneshot():
-                rss += p.memory_info().rss
-                times = p.cpu_times()
-                self._cpu[(p.pid, p.create_time())] = times.user + times.system
-        self.peak = max(self.peak, rss)
+        tree = _proc_tree(self._pid) if _CHILDREN_LISTS else _psutil_tree(self._root)
+        for pid, started, cpu, _ in tree:
+            self._cpu[(pid, started)] = cpu
+        self.peak = max(self.peak, sum(rss for *_, rss in tree))
 
     def cpu(self) -> float:
         return sum(self._cpu.values())
+
+
+_TreeEntry = tuple[int, float, float, int]  # pid, start, CPU seconds, RSS bytes
+
+
+def _psutil_tree(root: psutil.Process | None) -> list[_TreeEntry]:
+    entries: list[_TreeEntry] = []
+    for p in _tree(root) if root is not None else []:
+        with contextlib.suppress(psutil.Error), p.oneshot():
+            times = p.cpu_times()
+            entries.append((p.pid, p.create_time(), times.user + times.system, p.memory_info().rss))
+    return entries
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# Linux lists each thread's children (CONFIG_PROC_CHILDREN, on in distribution kernels); elsewhere psutil walks.
+_CHILDREN_LISTS = sys.platform == "linux" and os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def _proc_tree(pid: int) -> list[_TreeEntry]:
+    """Linux: the tree from each process's own ``stat`` and its threads' ``children`` lists, so a sample reads the
+    tree alone (psutil finds children by reading the stat of every process on the machine: milliseconds per sample
+    on a busy desktop). A process that ends meanwhile is left out."""
+    entries: list[_TreeEntry] = []
+    todo, seen = [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:  # a pid reused while the tree was read
+            continue
+        seen.add(current)
+        try:
+            with open(f"/proc/{current}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        # fields[0] is proc(5)'s field 3 (state): utime is field 14, stime 15, starttime 22, rss 24 (pages)
+        entries.append((current, int(fields[19]) / _TICKS, (int(fields[11]) + int(fields[12])) / _TICKS,
+                        int(fields[21]) * _PAGE))
+        for task in tasks:
+            with contextlib.suppress(OSError), open(f"/proc/{current}/task/{task}/children", "rb") as handle:
+                todo.extend(int(child) for child in handle.read().split())
+    return entries
