@@ -1,26 +1,30 @@
-"""doit's file checker as wgobuild configures it: each file state hashed once per run, every change still seen."""
+"""doit's file checker as wgobuild configures it: each file state hashed once per run and shared with the SBOM,
+layer and image fingerprint, every change still seen."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from fixtures_go import run_doit
 
-from wgobuild import doit_tasks
+from wgobuild import doit_tasks, files
 
 
 @pytest.fixture()
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files :func:`files.sha256_file` reads, from an empty memory."""
     calls: list[str] = []
-    real = doit_tasks.get_file_md5
 
-    def counting(path: str) -> str:
-        calls.append(path)
-        return str(real(path))
+    def counting(path: Any, *args: Any) -> IO[bytes]:
+        calls.append(str(path))
+        return open(path, *args)
 
-    monkeypatch.setattr(doit_tasks, "get_file_md5", counting)
+    monkeypatch.setattr(files, "_SHA256_SEEN", {})
+    monkeypatch.setattr(files, "open", counting, raising=False)
     return calls
 
 
@@ -40,6 +44,7 @@ def test_a_file_read_by_many_steps_is_hashed_once(tmp_path: Path, hashed: list[s
     checker = doit_tasks.MD5Checker()
     states = [checker.get_state(str(binary), None) for _ in range(4)]  # golden case, image steps, ...
     assert len(set(states)) == 1 and hashed == [str(binary)]
+    assert files.sha256_file(binary) == states[0][2] and hashed == [str(binary)]  # its SBOM and layer read no more
     old = states[0]
     assert old is not None
     later = binary.stat().st_mtime_ns + 5 * 10**9
@@ -60,6 +65,5 @@ def test_a_same_size_rewrite_is_a_change(tmp_path: Path, hashed: list[str]) -> N
     os.utime(binary, ns=(later, later))
     assert checker.check_modified(str(binary), os.stat(binary), old)
     new = checker.get_state(str(binary), old)
-    stock = doit_tasks.DoitMD5Checker().get_state(str(binary), None)
-    assert new is not None and new[2] != old[2] and new[2] == stock[2]
+    assert new is not None and new[2] != old[2] and new[2] == hashlib.sha256(b"B" * 4096).hexdigest()
     assert not checker.check_modified(str(binary), os.stat(binary), new)

@@ -115,16 +115,6 @@ class Store:
 
 
 # --- keys ----------------------------------------------------------------------------------------------------------
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, for this process
-
-
-def file_digest(path: str) -> str:
-    """sha256 of a file's bytes (kept per process under its size and mtime: steps share many inputs)."""
-    st = os.stat(path)
-    memo = (path, st.st_size, st.st_mtime_ns)
-    if memo not in _DIGESTS:
-        _DIGESTS[memo] = files.sha256_file(Path(path))
-    return _DIGESTS[memo]
 
 
 def _relative(path: str | Path, root: Path) -> str:
@@ -146,7 +136,7 @@ def _portable(value: Any) -> Any:
 def fingerprint(root: Path, step: Step) -> str:
     """The hex sha256 of ``step``'s exact inputs: file contents by relative path, settings, outputs, kind."""
     doc = {"format": FORMAT, "kind": step.kind,
-           "files": {_relative(p, root): file_digest(p) for p in sorted(step.inputs)},
+           "files": {_relative(p, root): files.sha256_file(Path(p)) for p in sorted(step.inputs)},
            "settings": _portable(step.settings),
            "outputs": sorted(_relative(p, root) for p in step.outputs)}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)

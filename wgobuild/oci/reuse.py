@@ -15,8 +15,10 @@ import hashlib
 import json
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wgobuild import files
 from wgobuild.oci import manifest as mf
 
 if TYPE_CHECKING:
@@ -35,8 +37,7 @@ def fingerprint(request: ImageRequest, base: Base, layer_format: str) -> str:
     digest = hashlib.sha256
     binaries = []  # in order: the first is the entrypoint
     for name, path in request.binaries.items():
-        with open(path, "rb") as handle:
-            binaries.append([name, hashlib.file_digest(handle, digest).hexdigest()])
+        binaries.append([name, files.sha256_file(Path(path))])
     doc = {"format": _FORMAT, "layer": layer_format, "platform": str(request.platform), "version": request.version,
            "image": asdict(config.image), "project": asdict(config.project), "binaries": binaries,
            "base": [base.source, base.digest, [str(d["digest"]) for d in base.layers],
