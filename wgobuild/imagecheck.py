@@ -40,17 +40,16 @@ def imported_dlls(exe: Path) -> list[str]:
     executable fails naming it."""
     import pefile  # type: ignore[import-untyped]  # imported here: only Windows image steps load it
 
+    # Read into memory, not mapped: closing pefile's map runs a full gc.collect() (milliseconds in a process
+    # holding every step, with the GIL held), and an unclosed map would keep the file locked on Windows.
     try:
-        pe = pefile.PE(str(exe), fast_load=True)
+        pe = pefile.PE(data=exe.read_bytes(), fast_load=True)
     except (OSError, pefile.PEFormatError) as exc:
         raise StepFailed(f"{exe}: cannot read it as a Windows executable: {exc}") from None
-    try:
-        pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"],
-                                               pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DELAY_IMPORT"]])
-        entries = [*getattr(pe, "DIRECTORY_ENTRY_IMPORT", []), *getattr(pe, "DIRECTORY_ENTRY_DELAY_IMPORT", [])]
-        return sorted({entry.dll.decode("ascii", "replace").lower() for entry in entries})
-    finally:
-        pe.close()
+    pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_IMPORT"],
+                                           pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_DELAY_IMPORT"]])
+    entries = [*getattr(pe, "DIRECTORY_ENTRY_IMPORT", []), *getattr(pe, "DIRECTORY_ENTRY_DELAY_IMPORT", [])]
+    return sorted({entry.dll.decode("ascii", "replace").lower() for entry in entries})
 
 
 def missing_dlls(imports: list[str], runtime: str, available: frozenset[str] | None = None) -> list[str]:
