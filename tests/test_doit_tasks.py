@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from fixtures_go import copy_hello, run_doit
+from fixtures_go import copy_hello, run_doit, write_module
 
 pytestmark = pytest.mark.slow
 
@@ -262,6 +262,19 @@ def test_every_step_says_why_it_runs(multi: Path) -> None:
     assert [(s["step"], s["reason"]) for s in steps] == [("compile:worker-linux-amd64", "forced")]
     assert any(line.startswith("compile:worker-linux-amd64  ran") and line.endswith("  forced")
                for line in forced.output.splitlines()), "the table says why too"
+
+
+def test_the_tests_queue_for_the_cores_after_every_compile(tmp_path: Path) -> None:
+    """Go builds and tests take the cores in the order steps start: every compile first, so that the image steps
+    run beside the tests, which only publishing waits for. One worker thread shows that order."""
+    module = write_module(tmp_path / "two", platforms='["linux/amd64", "linux/arm64"]')
+    result = run_doit(module, "-n", "1", "image")
+    assert result.returncode == 0, result.output
+    steps = json.loads((module / "dist/reports/run.json").read_text())["steps"]
+    order = [s["step"] for s in sorted(steps, key=lambda s: s["start"])]
+    compiles = [i for i, name in enumerate(order) if name.startswith("compile:")]
+    assert len(compiles) == 4 and order.index("test") > max(compiles), order
+    assert order[0].endswith("-linux-amd64"), "this machine's platform leads: the golden cases run its binaries"
 
 
 def test_a_no_op_run_keeps_the_last_builds_report_and_trace(multi: Path) -> None:

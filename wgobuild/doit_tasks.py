@@ -453,14 +453,17 @@ class Project:
         host = Platform.host()
         steps = [f"image-platform:{p.key}" for p in sorted(cfg.platforms,
                                                             key=lambda p: (p.os != host.os, p.arch != host.arch))]
+        compiles = [f"compile:{b.name}-{p.os}-{p.arch}" for p in sorted(
+            self.build_platforms, key=lambda p: (p.os != host.os, p.arch != host.arch)) for b in cfg.binaries]
         return {
             "actions": [step("image", imaging.publish, cfg, self.version)],
             "file_dep": records,
             # Nothing is tagged, loaded or pushed before the tests and golden cases pass; image = false binaries
-            # are built all the same. The order is the order steps start in (doit follows file_dep in a set's
-            # order): this machine's platform first, whose binaries the golden cases run and whose image a local
-            # engine loads beside the other platforms' compiles; the tests right after, the longest step.
-            "task_dep": [*steps[:1], "test", *steps[1:], "golden", "scripts", *self.unshipped_compiles],
+            # are built all the same. The order is the order steps start in, and so the order Go builds and tests
+            # take the cores in (gotool.GO_SLOTS): every compile first, this machine's platform leading (the
+            # golden cases run its binaries, a local engine loads its image), then the image steps, then the
+            # tests, which only this step waits for: the image steps run beside them.
+            "task_dep": [*compiles, *steps, "test", "golden", "scripts"],
             "targets": [str(summary)],
             "params": [{"name": "push", "long": "push", "type": bool, "default": False,
                         "help": "push the image(s) to the registry of image.repository"}],
@@ -479,12 +482,6 @@ class Project:
         """``image.push``, or ``--push`` on this run's command line (an option of the ``image`` step only, which the
         image steps before it need to know: they may take an image the repository already holds)."""
         return self.cfg.image.push or "--push" in sys.argv[1:]
-
-    @property
-    def unshipped_compiles(self) -> list[str]:
-        """Compile tasks of the ``image = false`` binaries: no image step needs them, ``doit image`` builds them."""
-        return [f"compile:{b.name}-{p.os}-{p.arch}" for p in self.build_platforms for b in self.cfg.binaries
-                if not b.image]
 
     def image_settings(self, platform: Platform) -> dict[str, Any]:
         engine = self.cfg.engine_for(platform)  # [engines]: absent when unmapped, so no upgrade rebuilds
