@@ -499,11 +499,11 @@ def _proc_tree(pid: int) -> list[_TreeEntry]:
             with open(f"/proc/{current}/stat", "rb") as handle:
                 fields = handle.read().rpartition(b")")[2].split()
             tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
+            # fields[0] is proc(5)'s field 3 (state): utime is field 14, stime 15, starttime 22, rss 24 (pages)
+            entries.append((current, int(fields[19]) / _TICKS, (int(fields[11]) + int(fields[12])) / _TICKS,
+                            int(fields[21]) * _PAGE))
+        except (OSError, ValueError, IndexError):  # ended meanwhile (a figure is not worth failing a step for)
             continue
-        # fields[0] is proc(5)'s field 3 (state): utime is field 14, stime 15, starttime 22, rss 24 (pages)
-        entries.append((current, int(fields[19]) / _TICKS, (int(fields[11]) + int(fields[12])) / _TICKS,
-                        int(fields[21]) * _PAGE))
         for task in tasks:
             with contextlib.suppress(OSError), open(f"/proc/{current}/task/{task}/children", "rb") as handle:
                 todo.extend(int(child) for child in handle.read().split())
