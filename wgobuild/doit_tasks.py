@@ -456,10 +456,13 @@ class Project:
         records = [str(imaging.record_path(cfg, p)) for p in cfg.platforms]
         summary = cfg.reports_dir / "images.json"
         host = Platform.host()
-        steps = [f"image-platform:{p.key}" for p in sorted(cfg.platforms,
-                                                            key=lambda p: (p.os != host.os, p.arch != host.arch))]
-        compiles = [f"compile:{b.name}-{p.os}-{p.arch}" for p in sorted(
-            self.build_platforms, key=lambda p: (p.os != host.os, p.arch != host.arch)) for b in cfg.binaries]
+
+        def host_first(platform: Platform) -> tuple[bool, bool]:
+            return platform.os != host.os, platform.arch != host.arch
+
+        steps = [f"image-platform:{p.key}" for p in sorted(cfg.platforms, key=host_first)]
+        compiles = [f"compile:{b.name}-{p.os}-{p.arch}" for p in sorted(self.build_platforms, key=host_first)
+                    for b in cfg.binaries]
         return {
             "actions": [step("image", imaging.publish, cfg, self.version)],
             "file_dep": records,
